@@ -1,0 +1,253 @@
+"""The `koala-ingest` command: every process and every operator action starts here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ingest import logs
+from ingest.config import ConfigError, Settings, get_settings
+from ingest.store import projects
+
+app = typer.Typer(
+    help="koala-ingest: Segment calls in, visitors, companies and events out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+projects_app = typer.Typer(help="Projects (sources) and their public keys.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+console = Console()
+
+DEMO_PROJECT = "demo"
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _database_url(settings: Settings) -> str:
+    try:
+        return settings.require_database_url()
+    except ConfigError as error:
+        typer.echo(f"koala-ingest: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"koala-ingest: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations (idempotent; safe to run concurrently)."""
+    from ingest.migrate import migrate as apply
+
+    url = _database_url(_settings())
+    applied = apply(url)
+    typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied
+                                                         else "; the schema is up to date"))
+
+
+@projects_app.command("create")
+def projects_create(
+    name: str,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="Shared secret of Segment's webhook (X-Signature).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Create a project and print its public key (the Segment write key)."""
+    url = _database_url(_settings())
+    with psycopg.connect(url) as conn:
+        try:
+            project = projects.create(conn, name, webhook_secret)
+        except projects.ProjectExists:
+            raise _fail(f"a project named {name!r} already exists") from None
+        except psycopg.errors.CheckViolation:
+            raise _fail("a project name is 1-100 letters, digits, '.', '_' or '-'") from None
+    if as_json:
+        typer.echo(orjson.dumps({"id": project.id, "name": project.name,
+                                 "public_key": project.public_key}).decode())  # fmt: skip
+    else:
+        typer.echo(f"created project {project.name}; public key: {project.public_key}")
+
+
+@projects_app.command("list")
+def projects_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List active projects and their public keys."""
+    url = _database_url(_settings())
+    with psycopg.connect(url) as conn:
+        rows = projects.list_active(conn)
+    if as_json:
+        typer.echo(orjson.dumps([{"id": p.id, "name": p.name, "public_key": p.public_key,
+                                  "webhook_secret": bool(p.webhook_secret)} for p in rows]).decode())
+        return
+    table = Table("id", "name", "public key", "webhook secret")
+    for p in rows:
+        table.add_row(str(p.id), p.name, p.public_key, "yes" if p.webhook_secret else "no")
+    console.print(table)
+
+
+@projects_app.command("revoke")
+def projects_revoke(name: str) -> None:
+    """Revoke a project's key: the receiver refuses it within KOALA_KEY_CACHE_SECONDS."""
+    url = _database_url(_settings())
+    with psycopg.connect(url) as conn:
+        if not projects.revoke(conn, name):
+            raise _fail(f"no active project named {name!r}")
+    typer.echo(f"revoked {name}")
+
+
+@app.command()
+def web() -> None:
+    """Run the HTTP receiver on $PORT."""
+    import uvicorn
+
+    from ingest.receiver import create_app
+
+    settings = _settings()
+    try:
+        settings.require_database_url()
+        settings.require_redis_url()
+    except ConfigError as error:
+        raise _fail(str(error), 2) from None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        proxy_headers=True,
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker on the ingest queue (extra arguments go to Celery)."""
+    settings = _settings()
+    _require_broker(settings)
+    from workers.tasks import app as celery_app
+
+    celery_app.worker_main(["worker", "--queues", settings.queue_name, "--loglevel",
+                            settings.log_level, *ctx.args])  # fmt: skip
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def beat(ctx: typer.Context) -> None:
+    """Run Celery beat (scheduled jobs); a Redis lock keeps one active beat at a time."""
+    settings = _settings()
+    _require_broker(settings)
+    from workers.tasks import app as celery_app
+
+    celery_app.start(["beat", "--loglevel", settings.log_level, *ctx.args])
+
+
+def _require_broker(settings: Settings) -> None:
+    try:
+        settings.require_database_url()
+        settings.require_redis_url()
+    except ConfigError as error:
+        raise _fail(str(error), 2) from None
+
+
+def _self_command() -> list[str]:
+    """How to start `koala-ingest ROLE` as a child, naming the role on its command line."""
+    script = shutil.which("koala-ingest")
+    if script:
+        return [script]
+    return [sys.executable, "-m", "ingest"]
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(help="Worker processes (Celery concurrency).")] = 2,
+) -> None:
+    """Run receiver, worker and beat on this machine; embedded PostgreSQL and Redis when
+    DATABASE_URL / REDIS_URL are unset. Ctrl-C stops everything cleanly."""
+    from ingest.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_database, wait_for_redis
+    from ingest.migrate import migrate as apply
+    from ingest.supervisor import Child, Supervisor
+
+    settings = _settings()
+    data_dir = Path(settings.data_dir).resolve()
+    env = dict(os.environ)
+    children: list[Child] = []
+    pg: EmbeddedPostgres | None = None
+    if settings.database_url:
+        database_url = settings.database_url
+    else:
+        pg = EmbeddedPostgres(data_dir / "postgres")
+        typer.echo(f"starting embedded PostgreSQL in {pg.data_dir}")
+        database_url = ensure_database(pg.start(), "koala")
+    redis_url = settings.redis_url
+    if not redis_url:
+        redis = EmbeddedRedis(data_dir / "redis")
+        redis_url = redis.url
+        children.append(Child("redis", redis.command(), env))
+    env.update(DATABASE_URL=database_url, REDIS_URL=redis_url,
+               KOALA_WORKER_CONCURRENCY=str(workers))  # fmt: skip
+    try:
+        applied = apply(database_url)
+        typer.echo(f"migrations applied: {', '.join(applied) or 'none pending'}")
+        with psycopg.connect(database_url) as conn:
+            demo = projects.get_by_name(conn, DEMO_PROJECT) or projects.create(conn, DEMO_PROJECT)
+        base = [*_self_command()]
+        children += [
+            Child("web", [*base, "web"], env),
+            Child("worker", [*base, "worker"], env),
+            Child("beat", [*base, "beat"], env),
+        ]
+        _print_welcome(settings, demo.public_key, database_url, redis_url)
+        supervisor = Supervisor(children)
+        if children[0].name == "redis":
+            children[0].start(supervisor.out)
+            wait_for_redis(redis_url, timeout=30)
+        raise typer.Exit(supervisor.run())
+    finally:
+        if pg is not None:
+            typer.echo("stopping embedded PostgreSQL")
+            pg.stop()
+
+
+def _print_welcome(settings: Settings, key: str, database_url: str, redis_url: str) -> None:
+    port = settings.port
+    typer.echo(
+        f"""
+koala-ingest is starting
+  receiver     http://127.0.0.1:{port}   (health: /healthz, ready: /readyz, metrics: /metrics)
+  PostgreSQL   {database_url}
+  Redis        {redis_url}
+  project      {DEMO_PROJECT}, public key (Segment write key): {key}
+
+Send a track call:
+
+  curl -u '{key}:' -H 'Content-Type: application/json' \\
+    -d '{{"userId": "user-1", "event": "Signed Up", "properties": {{"plan": "pro"}}}}' \\
+    http://127.0.0.1:{port}/v1/track
+
+Ctrl-C stops everything.
+"""
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

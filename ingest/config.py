@@ -1,0 +1,178 @@
+"""Settings: every knob comes from the environment, typed and validated once at start.
+
+A process that starts with a wrong value must stop at once with one line that names the
+variable, rather than fail later on the first request or task that touches it.
+The four variables every deployment sets keep their conventional names (`DATABASE_URL`,
+`REDIS_URL`, `ADMIN_TOKEN`, `PORT`); the rest are prefixed `KOALA_`.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_BLOCKED_IDENTIFIERS = (
+    "",
+    "null",
+    "none",
+    "nil",
+    "undefined",
+    "anonymous",
+    "unknown",
+    "0",
+    "-1",
+    "nan",
+    "true",
+    "false",
+    "[object object]",
+    "00000000-0000-0000-0000-000000000000",
+    "<nil>",
+    "guest",
+    "test",
+)
+
+
+class Settings(BaseSettings):
+    """Configuration of every koala-ingest process (receiver, worker, beat, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="KOALA_", case_sensitive=False, extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="PostgreSQL URL; unset means `up` and the tests start embedded servers.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL"),
+        description="Redis URL (broker and receiver queue); unset means embedded.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ADMIN_TOKEN"),
+        description="Bearer token of the admin API; unset disables the admin API.",
+    )
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
+    host: str = Field(default="0.0.0.0", description="Address the receiver binds.")
+
+    redis_key_prefix: str = Field(
+        default="koala:",
+        description="Prefix of every Redis key we and kombu write, so one Redis can host several"
+        " deployments or test runs.",
+    )
+    queue_name: str = Field(default="ingest", min_length=1, description="Celery queue of calls.")
+    queue_max_depth: int = Field(
+        default=200_000,
+        ge=1,
+        description="Queued messages above which the receiver answers 429 (backpressure).",
+    )
+    visibility_timeout: int = Field(
+        default=900,
+        ge=30,
+        description="Seconds before an unacknowledged message is redelivered (kombu); longer than"
+        " any batch takes, the same in every process sharing the broker.",
+    )
+
+    max_call_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=500 * 1024, ge=1024)
+    max_batch_calls: int = Field(default=2500, ge=1)
+    key_cache_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A new or revoked project key takes effect in the receiver within this time.",
+    )
+
+    dedup_window_days: int = Field(default=7, ge=1)
+    worker_concurrency: int = Field(default=2, ge=1)
+    worker_batch_max_calls: int = Field(default=1000, ge=1)
+    db_pool_max_size: int = Field(default=4, ge=1)
+
+    blocked_identifiers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_BLOCKED_IDENTIFIERS,
+        description="Comma-separated values that never identify anyone (case-insensitive).",
+    )
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="text", pattern=r"^(text|json)$")
+    data_dir: str = Field(
+        default=".koala-ingest",
+        description="Where `up` keeps the embedded servers' data.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgres://", "postgresql://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value or None
+
+    @field_validator("blocked_identifiers", mode="before")
+    @classmethod
+    def _split_blocked(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(","))
+        return value
+
+    @property
+    def queue_key(self) -> str:
+        """The Redis list kombu reads the ingest queue from (priority 0)."""
+        return self.redis_key_prefix + self.queue_name
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL: not set (run `koala-ingest up` for embedded servers)")
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise ConfigError("REDIS_URL: not set (run `koala-ingest up` for embedded servers)")
+        return self.redis_url
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line naming the variable."""
+
+
+def _variable_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"KOALA_{field.upper()}"
+
+
+def describe(error: ValidationError) -> str:
+    """One line per wrong variable: `PORT: Input should be a valid integer`."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        lines.append(f"{_variable_name(field)}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(lines)
+
+
+def load() -> Settings:
+    """Read and validate the environment; raise ConfigError with a one-line reason."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(describe(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; exits with one line when the environment is wrong."""
+    try:
+        return load()
+    except ConfigError as error:
+        print(f"koala-ingest: invalid configuration: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

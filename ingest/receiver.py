@@ -1,0 +1,327 @@
+"""The HTTP receiver: authenticate, split into calls, put on Redis, answer. Nothing else.
+
+No PostgreSQL on the request path (project keys come from an in-memory cache), and `200`
+is said only once every accepted call is in Redis. Calls refused for their content travel
+through the queue too, to the `rejections` table, so nothing is dropped silently.
+Status codes follow what the senders' retry logic understands (wire-formats.md):
+4xx for a request that will never succeed, 429/503 with `Retry-After` for our trouble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingest import metrics
+from ingest.config import Settings
+from ingest.keys import ProjectKeys
+from ingest.queue import QueuedRequest, QueueFull, QueueUnavailable, QueueWriter
+from ingest.store.projects import Project
+from ingest.wire import (
+    SHORT_PATHS,
+    BodyReader,
+    Parsed,
+    Rejection,
+    WireError,
+    basic_auth_key,
+    decode_json,
+    parse_koala,
+    parse_segment,
+    parse_webhook,
+    webhook_signature_ok,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_UNAVAILABLE = "5"
+RETRY_AFTER_FULL = "10"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(error: WireError, **extra: Any) -> Response:
+    headers = None
+    if error.status == 503:
+        headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
+    elif error.status == 429:
+        headers = {"Retry-After": RETRY_AFTER_FULL}
+    return json_response({"code": error.code, "message": error.message, **extra},
+                         error.status, headers)  # fmt: skip
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Receiver:
+    """The receiver's state: settings, key cache, queue writer. One per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = aioredis.Redis.from_url(
+            settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=2,
+            health_check_interval=10,
+        )  # fmt: skip
+        self.writer = QueueWriter(
+            self.redis,
+            queue_key=settings.queue_key,
+            queue_name=settings.queue_name,
+            counters_key=settings.redis_key_prefix + "received",
+            max_calls=settings.worker_batch_max_calls,
+            max_depth=settings.queue_max_depth,
+        )
+        self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.keys.run()),
+            asyncio.create_task(self._poll_queue()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.redis.aclose()
+
+    async def _poll_queue(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.writer.poll()
+            metrics.QUEUE_DEPTH.set(self.writer.depth)
+            await asyncio.sleep(1.0)
+
+    # --- the request path ------------------------------------------------------------
+
+    async def read_body(self, request: Request, project: Project | None, source: str) -> bytes:
+        reader = BodyReader(self.settings.max_request_bytes,
+                            request.headers.get("content-encoding"))  # fmt: skip
+        try:
+            async for chunk in request.stream():
+                reader.feed(chunk)
+            return reader.finish()
+        except WireError as error:
+            if error.status == 413 and project is not None:
+                # A request over the limit with a known key is counted and kept as evidence.
+                rejection = Rejection(None, error.code, error.message, reader.evidence)
+                await self.enqueue(project, source, Parsed(rejected=[rejection]), now_iso())
+            raise
+
+    async def project_for(self, key: str | None) -> Project:
+        project = await self.keys.get(key)
+        if project is None:
+            if not self.keys.loaded:
+                raise WireError(503, "not_ready", "project keys are not loaded yet")
+            raise WireError(401, "invalid_key" if key else "missing_key",
+                            "unknown write key" if key else "no write key was sent")  # fmt: skip
+        return project
+
+    async def enqueue(
+        self, project: Project, source: str, parsed: Parsed, received_at: str
+    ) -> None:
+        queued = QueuedRequest(
+            project_id=project.id,
+            source=source,
+            received_at=received_at,
+            calls=parsed.calls,
+            rejected=parsed.rejected,
+            shared=parsed.shared,
+        )
+        try:
+            await self.writer.put(queued)
+        except QueueFull as error:
+            raise WireError(429, "queue_full", str(error)) from None
+        except QueueUnavailable as error:
+            log.warning("queue unavailable: %s", error)
+            raise WireError(503, "queue_unavailable", "the queue is unavailable") from None
+        if parsed.calls:
+            metrics.CALLS_ACCEPTED.labels(source).inc(len(parsed.calls))
+        for rejection in parsed.rejected:
+            metrics.CALLS_REJECTED.labels(source, rejection.code).inc()
+
+    async def refuse_single(
+        self, project: Project, source: str, parsed: Parsed, received_at: str
+    ) -> Response:
+        """A request carrying one call that was refused: record it, then answer 4xx."""
+        await self.enqueue(project, source, parsed, received_at)
+        rejection = parsed.rejected[0]
+        status = 413 if rejection.code == "call_too_large" else 400
+        return json_response({"code": rejection.code, "message": rejection.message}, status)
+
+    async def segment(self, request: Request, path_type: str | None) -> Response:
+        header_key = basic_auth_key(request.headers.get("authorization"))
+        project = await self.project_for(header_key) if header_key else None
+        body = await self.read_body(request, project, "segment")
+        received_at = now_iso()
+        doc = decode_json(body)
+        parsed = parse_segment(
+            doc,
+            path_type,
+            body_size=len(body),
+            max_call_bytes=self.settings.max_call_bytes,
+            max_batch_calls=self.settings.max_batch_calls,
+            received_at=received_at,
+        )
+        if project is None:
+            project = await self.project_for(parsed.write_key)
+        if path_type is not None and parsed.rejected:
+            return await self.refuse_single(project, "segment", parsed, received_at)
+        await self.enqueue(project, "segment", parsed, received_at)
+        return self.accepted(parsed)
+
+    @staticmethod
+    def accepted(parsed: Parsed, body: dict[str, Any] | None = None) -> Response:
+        answer: dict[str, Any] = dict(body or {"success": True})
+        if parsed.rejected:
+            answer["rejected"] = [r.as_dict() for r in parsed.rejected]
+        return json_response(answer)
+
+    async def koala(self, request: Request) -> Response:
+        project = await self.project_for(request.path_params["public_key"])
+        body = await self.read_body(request, project, "koala")
+        received_at = now_iso()
+        doc = decode_json(body)
+        try:
+            parsed = parse_koala(
+                doc,
+                max_call_bytes=self.settings.max_call_bytes,
+                max_batch_calls=self.settings.max_batch_calls,
+                received_at=received_at,
+            )
+        except WireError as error:
+            if error.code == "missing_identity":
+                evidence = Rejection(None, error.code, error.message, body.decode("utf-8", "replace"))
+                await self.enqueue(project, "koala", Parsed(rejected=[evidence]), received_at)
+                return error_response(error, error="Invalid request")
+            raise
+        await self.enqueue(project, "koala", parsed, received_at)
+        return self.accepted(parsed, {"status": "success"})
+
+    async def koala_auth(self, request: Request) -> Response:
+        await self.project_for(request.path_params["public_key"])
+        return Response(status_code=204)
+
+    async def webhook(self, request: Request) -> Response:
+        project = await self.project_for(request.path_params["public_key"])
+        body = await self.read_body(request, project, "webhook")
+        if project.webhook_secret and not webhook_signature_ok(
+            project.webhook_secret, body, request.headers.get("x-signature")
+        ):
+            raise WireError(401, "invalid_signature", "X-Signature does not match the body")
+        received_at = now_iso()
+        doc = decode_json(body)
+        parsed = parse_webhook(
+            doc,
+            max_call_bytes=self.settings.max_call_bytes,
+            max_batch_calls=self.settings.max_batch_calls,
+            received_at=received_at,
+        )
+        if not isinstance(doc, list) and parsed.rejected:
+            return await self.refuse_single(project, "webhook", parsed, received_at)
+        await self.enqueue(project, "webhook", parsed, received_at)
+        return self.accepted(parsed)
+
+    # --- probes ------------------------------------------------------------------------
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if not self.writer.healthy:
+            reasons.append("redis is unreachable")
+        if self.writer.full:
+            reasons.append(f"queue depth {self.writer.depth} is at its ceiling")
+        if not self.keys.loaded:
+            reasons.append("project keys are not loaded (PostgreSQL unreachable?)")
+        return reasons
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(kind: str, handler: Handler) -> Handler:
+    """Map WireError to its answer and count every answer by endpoint kind and status."""
+
+    async def run(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except WireError as error:
+            metrics.REQUEST_ERRORS.labels(error.code).inc()
+            response = error_response(error)
+        metrics.REQUESTS.labels(kind, str(response.status_code)).inc()
+        return response
+
+    return run
+
+
+def create_app(settings: Settings) -> Starlette:
+    receiver = Receiver(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await receiver.start()
+        try:
+            yield
+        finally:
+            await receiver.stop()
+
+    def single(call_type: str) -> Handler:
+        async def handle(request: Request) -> Response:
+            return await receiver.segment(request, call_type)
+
+        return handle
+
+    async def batch(request: Request) -> Response:
+        return await receiver.segment(request, None)
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        reasons = receiver.not_ready_reasons()
+        if reasons:
+            return json_response({"status": "not ready", "reasons": reasons}, 503)
+        return json_response({"status": "ready", "queue_depth": receiver.writer.depth})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        metrics.QUEUE_DEPTH.set(receiver.writer.depth)
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    routes = []
+    for call_type in ("track", "identify", "page", "screen", "group", "alias"):
+        routes.append(Route(f"/v1/{call_type}", endpoint("segment", single(call_type)),
+                            methods=["POST"]))  # fmt: skip
+    for short, call_type in SHORT_PATHS.items():
+        routes.append(Route(f"/v1/{short}", endpoint("segment", single(call_type)),
+                            methods=["POST"]))  # fmt: skip
+    for path in ("/v1/batch", "/v1/import", "/v1/b"):
+        routes.append(Route(path, endpoint("segment", batch), methods=["POST"]))
+    routes += [
+        Route("/web/projects/{public_key}/batch", endpoint("koala", receiver.koala),
+              methods=["POST"]),
+        Route("/web/projects/{public_key}/auth", endpoint("koala_auth", receiver.koala_auth),
+              methods=["GET"]),
+        Route("/webhooks/segment/{public_key}", endpoint("webhook", receiver.webhook),
+              methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]  # fmt: skip
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.receiver = receiver
+    return app
