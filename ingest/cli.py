@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -167,9 +166,9 @@ def _require_broker(settings: Settings) -> None:
 
 def _self_command() -> list[str]:
     """How to start `koala-ingest ROLE` as a child, naming the role on its command line."""
-    script = shutil.which("koala-ingest")
-    if script:
-        return [script]
+    script = Path(sys.executable).parent / "koala-ingest"  # this install's, not another's
+    if script.exists():
+        return [str(script)]
     return [sys.executable, "-m", "ingest"]
 
 

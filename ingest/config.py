@@ -144,8 +144,11 @@ class ConfigError(Exception):
 
 
 def _variable_name(field: str) -> str:
+    """Errors name a field by its alias (`PORT`) or its name (`queue_max_depth`)."""
     info = Settings.model_fields.get(field)
-    alias = info.validation_alias if info else None
+    if info is None:
+        return field.upper()
+    alias = info.validation_alias
     if isinstance(alias, AliasChoices):
         return str(alias.choices[0])
     return f"KOALA_{field.upper()}"

@@ -1,10 +1,10 @@
 """Project keys for the receiver, without a database query per request.
 
 All active projects are loaded into memory and reloaded every `refresh_seconds`, so a
-revoked key stops working, and a new key starts working, within that time. A key not in
-the cache triggers an early reload, at most once per `miss_interval` seconds, so a new
-project works at once while a flood of wrong keys costs PostgreSQL at most one query a
-second.
+revoked key stops working within that time. A key not in the cache waits for a reload
+that starts after the request arrived (misses share it, at most one per `miss_interval`
+seconds): a project is usable as soon as it is created, while a flood of wrong keys costs
+PostgreSQL at most one query a second and each wrong key up to a second of waiting.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class ProjectKeys:
         self._by_key: dict[str, Project] = {}
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
+        self._miss_lock = asyncio.Lock()
         self.healthy = False
 
     @property
@@ -53,14 +54,18 @@ class ProjectKeys:
         project = self._by_key.get(key)
         if project is not None:
             return project
-        if time.monotonic() - self._loaded_at >= self._miss_interval and not self._lock.locked():
-            try:
-                await self.reload()
-            except psycopg.Error as error:
-                self.healthy = False
-                log.warning("project key reload failed: %s", error)
-            return self._by_key.get(key)
-        return None
+        arrived = time.monotonic()
+        async with self._miss_lock:
+            if self._loaded_at <= arrived:
+                # No reload began after this request arrived: do one, but no sooner than
+                # miss_interval after the last, so wrong keys cannot hammer PostgreSQL.
+                await asyncio.sleep(max(0.0, self._loaded_at + self._miss_interval - arrived))
+                try:
+                    await self.reload()
+                except (psycopg.Error, OSError) as error:
+                    self.healthy = False
+                    log.warning("project key reload failed: %s", error)
+        return self._by_key.get(key)
 
     async def run(self) -> None:
         """Reload forever (a background task of the receiver)."""

@@ -1,0 +1,212 @@
+"""Real PostgreSQL and Redis for every test run, isolated per run.
+
+Uses the servers named by DATABASE_URL / REDIS_URL when both are set, otherwise starts
+embedded ones (the same real servers `koala-ingest up` uses). Each run gets its own
+database and its own Redis key prefix, both removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from ingest.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    drop_database,
+    ensure_database,
+    free_port,
+)
+from ingest.migrate import migrate
+from ingest.store import projects
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Servers:
+    server_url: str  # the PostgreSQL server (maintenance database)
+    database_url: str  # this run's own database
+    redis_url: str
+    prefix: str  # this run's Redis key prefix
+    embedded_redis: EmbeddedRedis | None
+    embedded_postgres: EmbeddedPostgres | None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            KOALA_REDIS_KEY_PREFIX=self.prefix,
+            KOALA_LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    run_id = secrets.token_hex(4)
+    embedded_pg: EmbeddedPostgres | None = None
+    embedded_redis: EmbeddedRedis | None = None
+    base = Path(tempfile.mkdtemp(prefix="koala-test-"))
+    server_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    if not server_url:
+        embedded_pg = EmbeddedPostgres(base / "postgres")
+        server_url = embedded_pg.start()
+    if not redis_url:
+        embedded_redis = EmbeddedRedis(base / "redis", persist=False)
+        redis_url = embedded_redis.start()
+    name = f"koala_test_{run_id}"
+    database_url = ensure_database(server_url, name)
+    migrate(database_url)
+    found = Servers(
+        server_url=server_url,
+        database_url=database_url,
+        redis_url=redis_url,
+        prefix=f"koala-test-{run_id}:",
+        embedded_redis=embedded_redis,
+        embedded_postgres=embedded_pg,
+    )
+    os.environ.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, KOALA_REDIS_KEY_PREFIX=found.prefix
+    )
+    try:
+        yield found
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            for key in client.scan_iter(match=found.prefix + "*", count=1000):
+                client.delete(key)
+        except redis.RedisError:
+            pass
+        drop_database(server_url, name)
+        if embedded_redis is not None:
+            embedded_redis.stop()
+        if embedded_pg is not None:
+            embedded_pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def db(servers: Servers) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def project(db: psycopg.Connection) -> projects.Project:
+    return projects.create(db, f"p-{secrets.token_hex(4)}")
+
+
+class Proc:
+    """A koala-ingest child process (receiver or worker) whose output is kept in a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and its children at once (a worker lost mid-batch)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def koala(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ingest", *args]
+
+
+@dataclass
+class Receiver:
+    url: str
+    proc: Proc
+
+
+def start_receiver(servers: Servers, tmp: Path, **env: str) -> Receiver:
+    port = free_port()
+    proc = Proc(koala("web"), servers.env(PORT=str(port), KOALA_HOST="127.0.0.1", **env),
+                tmp / f"web-{port}.log")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError("receiver exited:\n" + proc.output())
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return Receiver(url, proc)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError("receiver did not become ready:\n" + proc.output())
+
+
+def start_worker(servers: Servers, tmp: Path, name: str = "w1", concurrency: int = 2,
+                 **env: str) -> Proc:  # fmt: skip
+    return Proc(
+        koala("worker", "--hostname", f"{name}@%h", "--concurrency", str(concurrency)),
+        servers.env(**env),
+        tmp / f"worker-{name}.log",
+    )
+
+
+@pytest.fixture(scope="module")
+def receiver(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    started = start_receiver(servers, tmp_path_factory.mktemp("receiver"))
+    yield started
+    started.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_worker(servers, tmp_path_factory.mktemp("worker"))
+    yield proc
+    proc.stop()
+
+
+def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> object:
+    """Poll `predicate()` until it returns something truthy; fail with its last value."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    assert value, f"condition not met within {timeout}s (last value: {value!r})"
+    return value
