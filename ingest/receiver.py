@@ -53,14 +53,14 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def error_response(error: WireError, **extra: Any) -> Response:
+def error_response(wire: WireError, **extra: Any) -> Response:
     headers = None
-    if error.status == 503:
+    if wire.status == 503:
         headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
-    elif error.status == 429:
+    elif wire.status == 429:
         headers = {"Retry-After": RETRY_AFTER_FULL}
-    return json_response({"code": error.code, "message": error.message, **extra},
-                         error.status, headers)  # fmt: skip
+    return json_response({**extra, "code": wire.code, "message": wire.message},
+                         wire.status, headers)  # fmt: skip
 
 
 def now_iso() -> str:

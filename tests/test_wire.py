@@ -1,0 +1,218 @@
+"""Request bodies into calls: the receiver's pure rules."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from ingest.wire import (
+    BodyReader,
+    WireError,
+    basic_auth_key,
+    content_message_id,
+    decode_json,
+    parse_koala,
+    parse_segment,
+    parse_webhook,
+    webhook_signature_ok,
+)
+
+NOW = "2026-11-23T00:00:00.000Z"
+LIMITS = {"max_call_bytes": 32 * 1024, "max_batch_calls": 2500, "received_at": NOW}
+
+
+def segment(doc: object, path_type: str | None = None, size: int = 100):
+    return parse_segment(doc, path_type, body_size=size, **LIMITS)
+
+
+def test_basic_auth_key_is_the_user_name() -> None:
+    header = "Basic " + base64.b64encode(b"pk_abc:").decode()
+    assert basic_auth_key(header) == "pk_abc"
+    assert basic_auth_key(None) is None
+    assert basic_auth_key("Bearer x") is None
+    with pytest.raises(WireError) as error:
+        basic_auth_key("Basic !!!")
+    assert error.value.status == 401
+
+
+def test_single_call_takes_its_type_from_the_path_and_gets_stamps() -> None:
+    parsed = segment({"userId": "u", "event": "E", "writeKey": "k"}, "track")
+    assert parsed.write_key == "k"
+    [call] = parsed.calls
+    assert call["type"] == "track" and call["receivedAt"] == NOW
+    assert "writeKey" not in call
+    assert call["messageId"].startswith("ki-")
+
+
+def test_received_at_from_the_client_is_never_trusted() -> None:
+    parsed = segment({"userId": "u", "event": "E", "receivedAt": "1999-01-01T00:00:00Z"}, "track")
+    assert parsed.calls[0]["receivedAt"] == NOW
+
+
+def test_missing_message_id_is_derived_from_content_so_a_retry_dedupes() -> None:
+    call = {"userId": "u", "event": "E", "timestamp": "2026-01-01T00:00:00Z"}
+    first = segment(dict(call, sentAt="2026-01-01T00:00:01Z"), "track").calls[0]["messageId"]
+    retry = segment(dict(call, sentAt="2026-01-01T00:00:09Z"), "track").calls[0]["messageId"]
+    other = segment(dict(call, event="F"), "track").calls[0]["messageId"]
+    assert first == retry != other
+    assert len(first) <= 100
+    assert content_message_id({"a": 1, "b": 2}) == content_message_id({"b": 2, "a": 1})
+
+
+def test_batch_context_integrations_and_sent_at_merge_into_items_item_wins() -> None:
+    doc = {
+        "batch": [
+            {"type": "track", "event": "A", "userId": "u", "context": {"ip": "1.1.1.1"}},
+            {"type": "page", "anonymousId": "a", "sentAt": "own"},
+        ],
+        "context": {"ip": "9.9.9.9", "library": {"name": "x"}},
+        "integrations": {"All": False},
+        "sentAt": "batch",
+    }
+    a, b = segment(doc).calls
+    assert a["context"] == {"ip": "1.1.1.1", "library": {"name": "x"}}
+    assert b["context"] == {"ip": "9.9.9.9", "library": {"name": "x"}}
+    assert a["integrations"] == {"All": False}
+    assert (a["sentAt"], b["sentAt"]) == ("batch", "own")
+
+
+@pytest.mark.parametrize(
+    ("item", "code"),
+    [
+        ({"event": "E", "userId": "u"}, "missing_type"),
+        ({"type": "fly", "userId": "u"}, "unknown_type"),
+        ({"type": "track", "userId": "u"}, "missing_event"),
+        ({"type": "group", "userId": "u"}, "missing_group_id"),
+        ({"type": "alias", "userId": "u"}, "missing_previous_id"),
+        ({"type": "alias", "previousId": "p"}, "missing_user_id"),
+        ({"type": "track", "event": "E"}, "missing_identity"),
+        ({"type": "track", "event": "E", "userId": "u", "properties": []}, "invalid_field"),
+        ({"type": "track", "event": "E", "userId": "u", "messageId": "x" * 101},
+         "invalid_message_id"),
+        ("not a call", "not_an_object"),
+        ({"type": "track", "event": "E", "userId": "u", "properties": {"x": "y" * 40000}},
+         "call_too_large"),
+    ],
+)  # fmt: skip
+def test_a_bad_item_is_rejected_by_index_and_the_rest_kept(item: object, code: str) -> None:
+    good = {"type": "identify", "userId": "u", "traits": {"email": "a@b.co"}}
+    parsed = segment({"batch": [good, item, good]})
+    assert len(parsed.calls) == 2
+    [rejection] = parsed.rejected
+    assert (rejection.index, rejection.code) == (1, code)
+    assert rejection.payload  # kept for the operator
+    assert parsed.received == 3
+
+
+def test_a_batch_over_the_call_limit_is_413() -> None:
+    with pytest.raises(WireError) as error:
+        parse_segment({"batch": [{}] * 3}, None, body_size=10, max_call_bytes=1000,
+                      max_batch_calls=2, received_at=NOW)  # fmt: skip
+    assert (error.value.status, error.value.code) == (413, "too_many_calls")
+
+
+@pytest.mark.parametrize("doc", [[1, 2], "x", {"batch": "no"}])
+def test_a_bad_envelope_is_400(doc: object) -> None:
+    with pytest.raises(WireError) as error:
+        segment(doc)
+    assert error.value.status == 400
+
+
+def test_invalid_json_is_400() -> None:
+    for body in (b"{", b"", b"   "):
+        with pytest.raises(WireError) as error:
+            decode_json(body)
+        assert error.value.code == "invalid_json"
+
+
+def test_body_reader_inflates_gzip() -> None:
+    reader = BodyReader(1000, "gzip")
+    payload = gzip.compress(b'{"a": 1}')
+    for i in range(0, len(payload), 3):
+        reader.feed(payload[i : i + 3])
+    assert reader.finish() == b'{"a": 1}'
+
+
+def test_gzip_bomb_is_stopped_at_the_limit_without_inflating_it() -> None:
+    bomb = gzip.compress(b"0" * 50_000_000)  # 50 MB of zeros in ~50 KB
+    reader = BodyReader(500 * 1024, "gzip")
+    with pytest.raises(WireError) as error:
+        reader.feed(bomb)
+    assert (error.value.status, error.value.code) == (413, "request_too_large")
+    assert sum(len(p) for p in reader._parts) <= 500 * 1024
+
+
+def test_plain_body_over_the_limit_is_413() -> None:
+    reader = BodyReader(10, None)
+    reader.feed(b"12345")
+    with pytest.raises(WireError):
+        reader.feed(b"1234567")
+
+
+def test_truncated_or_corrupt_gzip_is_400() -> None:
+    payload = gzip.compress(b'{"a": 1}' * 100)
+    reader = BodyReader(10_000, "gzip")
+    reader.feed(payload[: len(payload) // 2])
+    with pytest.raises(WireError) as error:
+        reader.finish()
+    assert error.value.status == 400
+    with pytest.raises(WireError):
+        BodyReader(10_000, "gzip").feed(b"not gzip at all")
+
+
+def test_unknown_content_encoding_is_415() -> None:
+    with pytest.raises(WireError) as error:
+        BodyReader(10, "br")
+    assert error.value.status == 415
+
+
+def test_koala_body_splits_lists_and_keeps_shared_fields() -> None:
+    doc = {
+        "profile_id": "6f1c...", "email": "A@B.co", "ip": "1.2.3.4", "traits": {"plan": "x"},
+        "events": [{"type": "track", "event": "Signed Up", "message_id": "m1"}],
+        "identifies": [{"traits": {"name": "Ann"}, "message_id": "m2"}],
+        "page_views": [{"url": "https://x.io/pricing"}],
+    }  # fmt: skip
+    parsed = parse_koala(doc, **LIMITS)
+    assert [c["type"] for c in parsed.calls] == ["track", "identify", "page"]
+    assert parsed.shared == {"profile_id": "6f1c...", "email": "A@B.co", "ip": "1.2.3.4",
+                             "traits": {"plan": "x"}}  # fmt: skip
+    assert parsed.calls[2]["message_id"].startswith("ki-")
+
+
+def test_koala_body_without_email_or_profile_id_is_400() -> None:
+    with pytest.raises(WireError) as error:
+        parse_koala({"events": [{"event": "x"}]}, **LIMITS)
+    assert (error.value.status, error.value.message) == (
+        400, "Missing required field: email or profile_id")  # fmt: skip
+
+
+def test_webhook_takes_one_call_or_an_array() -> None:
+    call = {"type": "track", "event": "E", "userId": "u", "messageId": "m"}
+    assert len(parse_webhook(call, **LIMITS).calls) == 1
+    parsed = parse_webhook([call, dict(call, messageId="n"), {"type": "track"}], **LIMITS)
+    assert len(parsed.calls) == 2 and parsed.rejected[0].index == 2
+
+
+def _sign(secret: str, data: bytes) -> str:
+    return hmac.new(secret.encode(), data, hashlib.sha1).hexdigest()
+
+
+def test_webhook_signature_is_hmac_sha1_of_the_body() -> None:
+    body = b'{"type":"track","event":"E"}'
+    assert webhook_signature_ok("s", body, _sign("s", body))
+    assert webhook_signature_ok("s", body, _sign("s", body).upper())
+    assert not webhook_signature_ok("s", body, _sign("other", body))
+    assert not webhook_signature_ok("s", body, None)
+
+
+def test_webhook_batch_signature_is_of_its_first_item_as_sent() -> None:
+    first = '{"type":"track","event":"Ünïcode","n":1.5}'
+    body = f'[{first},{{"type":"page"}}]'.encode()
+    assert webhook_signature_ok("s", body, _sign("s", first.encode()))
+    assert not webhook_signature_ok("s", body, _sign("s", json.dumps({"x": 1}).encode()))
