@@ -55,8 +55,10 @@ def migrate() -> None:
 
     url = _database_url(_settings())
     applied = apply(url)
-    typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied
-                                                         else "; the schema is up to date"))
+    typer.echo(
+        f"applied {len(applied)} migration(s)"
+        + (f": {', '.join(applied)}" if applied else "; the schema is up to date")
+    )
 
 
 @projects_app.command("create")
@@ -77,8 +79,11 @@ def projects_create(
         except psycopg.errors.CheckViolation:
             raise _fail("a project name is 1-100 letters, digits, '.', '_' or '-'") from None
     if as_json:
-        typer.echo(orjson.dumps({"id": project.id, "name": project.name,
-                                 "public_key": project.public_key}).decode())  # fmt: skip
+        typer.echo(
+            orjson.dumps(
+                {"id": project.id, "name": project.name, "public_key": project.public_key}
+            ).decode()
+        )
     else:
         typer.echo(f"created project {project.name}; public key: {project.public_key}")
 
@@ -92,8 +97,19 @@ def projects_list(
     with psycopg.connect(url) as conn:
         rows = projects.list_active(conn)
     if as_json:
-        typer.echo(orjson.dumps([{"id": p.id, "name": p.name, "public_key": p.public_key,
-                                  "webhook_secret": bool(p.webhook_secret)} for p in rows]).decode())
+        typer.echo(
+            orjson.dumps(
+                [
+                    {
+                        "id": p.id,
+                        "name": p.name,
+                        "public_key": p.public_key,
+                        "webhook_secret": bool(p.webhook_secret),
+                    }
+                    for p in rows
+                ]
+            ).decode()
+        )
         return
     table = Table("id", "name", "public key", "webhook secret")
     for p in rows:
@@ -142,8 +158,9 @@ def worker(ctx: typer.Context) -> None:
     _require_broker(settings)
     from workers.tasks import app as celery_app
 
-    celery_app.worker_main(["worker", "--queues", settings.queue_name, "--loglevel",
-                            settings.log_level, *ctx.args])  # fmt: skip
+    celery_app.worker_main(
+        ["worker", "--queues", settings.queue_name, "--loglevel", settings.log_level, *ctx.args]
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -198,8 +215,9 @@ def up(
         redis = EmbeddedRedis(data_dir / "redis")
         redis_url = redis.url
         children.append(Child("redis", redis.command(), env))
-    env.update(DATABASE_URL=database_url, REDIS_URL=redis_url,
-               KOALA_WORKER_CONCURRENCY=str(workers))  # fmt: skip
+    env.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, KOALA_WORKER_CONCURRENCY=str(workers)
+    )
     try:
         applied = apply(database_url)
         typer.echo(f"migrations applied: {', '.join(applied) or 'none pending'}")

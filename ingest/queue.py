@@ -103,9 +103,7 @@ def celery_message(queue: str, requests: list[dict[str, Any]]) -> bytes:
     return orjson.dumps(envelope)
 
 
-def chunk_requests(
-    requests: Iterable[QueuedRequest], max_calls: int
-) -> list[list[dict[str, Any]]]:
+def chunk_requests(requests: Iterable[QueuedRequest], max_calls: int) -> list[list[dict[str, Any]]]:
     """Group whole requests into messages of at most `max_calls` calls (a larger request
     gets a message of its own rather than being split)."""
     messages: list[list[dict[str, Any]]] = []

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest import metrics
+from ingest import metrics, openapi
 from ingest.config import Settings
 from ingest.keys import ProjectKeys
 from ingest.queue import QueuedRequest, QueueFull, QueueUnavailable, QueueWriter
@@ -59,8 +59,9 @@ def error_response(wire: WireError, **extra: Any) -> Response:
         headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
     elif wire.status == 429:
         headers = {"Retry-After": RETRY_AFTER_FULL}
-    return json_response({**extra, "code": wire.code, "message": wire.message},
-                         wire.status, headers)  # fmt: skip
+    return json_response(
+        {**extra, "code": wire.code, "message": wire.message}, wire.status, headers
+    )
 
 
 def now_iso() -> str:
@@ -73,9 +74,11 @@ class Receiver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = aioredis.Redis.from_url(
-            settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=2,
+            settings.require_redis_url(),
+            socket_timeout=5,
+            socket_connect_timeout=2,
             health_check_interval=10,
-        )  # fmt: skip
+        )
         self.writer = QueueWriter(
             self.redis,
             queue_key=settings.queue_key,
@@ -111,8 +114,9 @@ class Receiver:
     # --- the request path ------------------------------------------------------------
 
     async def read_body(self, request: Request, project: Project | None, source: str) -> bytes:
-        reader = BodyReader(self.settings.max_request_bytes,
-                            request.headers.get("content-encoding"))  # fmt: skip
+        reader = BodyReader(
+            self.settings.max_request_bytes, request.headers.get("content-encoding")
+        )
         try:
             async for chunk in request.stream():
                 reader.feed(chunk)
@@ -129,8 +133,11 @@ class Receiver:
         if project is None:
             if not self.keys.loaded:
                 raise WireError(503, "not_ready", "project keys are not loaded yet")
-            raise WireError(401, "invalid_key" if key else "missing_key",
-                            "unknown write key" if key else "no write key was sent")  # fmt: skip
+            raise WireError(
+                401,
+                "invalid_key" if key else "missing_key",
+                "unknown write key" if key else "no write key was sent",
+            )
         return project
 
     async def enqueue(
@@ -207,7 +214,9 @@ class Receiver:
             )
         except WireError as error:
             if error.code == "missing_identity":
-                evidence = Rejection(None, error.code, error.message, body.decode("utf-8", "replace"))
+                evidence = Rejection(
+                    None, error.code, error.message, body.decode("utf-8", "replace")
+                )
                 await self.enqueue(project, "koala", Parsed(rejected=[evidence]), received_at)
                 return error_response(error, error="Invalid request")
             raise
@@ -302,26 +311,40 @@ def create_app(settings: Settings) -> Starlette:
         metrics.QUEUE_DEPTH.set(receiver.writer.depth)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    routes = []
+    spec = orjson.dumps(openapi.build())
+
+    async def openapi_endpoint(request: Request) -> Response:
+        return Response(spec, media_type="application/json")
+
+    routes = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]
     for call_type in ("track", "identify", "page", "screen", "group", "alias"):
-        routes.append(Route(f"/v1/{call_type}", endpoint("segment", single(call_type)),
-                            methods=["POST"]))  # fmt: skip
+        routes.append(
+            Route(f"/v1/{call_type}", endpoint("segment", single(call_type)), methods=["POST"])
+        )
     for short, call_type in SHORT_PATHS.items():
-        routes.append(Route(f"/v1/{short}", endpoint("segment", single(call_type)),
-                            methods=["POST"]))  # fmt: skip
+        routes.append(
+            Route(f"/v1/{short}", endpoint("segment", single(call_type)), methods=["POST"])
+        )
     for path in ("/v1/batch", "/v1/import", "/v1/b"):
         routes.append(Route(path, endpoint("segment", batch), methods=["POST"]))
     routes += [
-        Route("/web/projects/{public_key}/batch", endpoint("koala", receiver.koala),
-              methods=["POST"]),
-        Route("/web/projects/{public_key}/auth", endpoint("koala_auth", receiver.koala_auth),
-              methods=["GET"]),
-        Route("/webhooks/segment/{public_key}", endpoint("webhook", receiver.webhook),
-              methods=["POST"]),
+        Route(
+            "/web/projects/{public_key}/batch", endpoint("koala", receiver.koala), methods=["POST"]
+        ),
+        Route(
+            "/web/projects/{public_key}/auth",
+            endpoint("koala_auth", receiver.koala_auth),
+            methods=["GET"],
+        ),
+        Route(
+            "/webhooks/segment/{public_key}",
+            endpoint("webhook", receiver.webhook),
+            methods=["POST"],
+        ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ]  # fmt: skip
+    ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.receiver = receiver
     return app

@@ -47,8 +47,9 @@ class Child:
         )
         self.started_at = time.monotonic()
         self.restart_at = None
-        self._reader = threading.Thread(target=out.pump, args=(self.name, self.process),
-                                        daemon=True)  # fmt: skip
+        self._reader = threading.Thread(
+            target=out.pump, args=(self.name, self.process), daemon=True
+        )
         self._reader.start()
 
     def alive(self) -> bool:
@@ -104,8 +105,9 @@ class Supervisor:
             if child.restart_at is None:
                 code = child.process.returncode if child.process else None
                 child.restart_at = now + child.backoff
-                self.out.say("up", f"{child.name} exited with {code}; restarting in"
-                                   f" {child.backoff:.0f}s")  # fmt: skip
+                self.out.say(
+                    "up", f"{child.name} exited with {code}; restarting in {child.backoff:.0f}s"
+                )
                 child.backoff = min(child.backoff * 2, MAX_BACKOFF)
             elif now >= child.restart_at:
                 child.restarts += 1

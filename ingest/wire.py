@@ -24,7 +24,14 @@ from typing import Any
 import orjson
 
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
-SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+SHORT_PATHS = {
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+}
 MAX_MESSAGE_ID = 100
 # A request refused as a whole keeps at most this much of its body as evidence.
 EVIDENCE_BYTES = 4096
@@ -111,9 +118,7 @@ class BodyReader:
     def _add(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self.limit:
-            raise WireError(
-                413, "request_too_large", f"request body is over {self.limit} bytes"
-            )
+            raise WireError(413, "request_too_large", f"request body is over {self.limit} bytes")
         self._parts.append(data)
 
     def finish(self) -> bytes:
@@ -227,8 +232,12 @@ def _accept_item(
         size = len(orjson.dumps(item))
     if size > max_call_bytes:
         parsed.rejected.append(
-            Rejection(index, "call_too_large", f"call is over {max_call_bytes} bytes",
-                      orjson.dumps(item).decode())  # fmt: skip
+            Rejection(
+                index,
+                "call_too_large",
+                f"call is over {max_call_bytes} bytes",
+                orjson.dumps(item).decode(),
+            )
         )
         return
     problem = _problem(item, koala=koala)
@@ -272,9 +281,7 @@ def parse_segment(
     if not isinstance(batch, list):
         raise WireError(400, "invalid_envelope", "a batch body needs a `batch` array")
     if len(batch) > max_batch_calls:
-        raise WireError(
-            413, "too_many_calls", f"a batch holds at most {max_batch_calls} calls"
-        )
+        raise WireError(413, "too_many_calls", f"a batch holds at most {max_batch_calls} calls")
     for index, item in enumerate(batch):
         if isinstance(item, dict):
             item.pop("writeKey", None)
@@ -287,9 +294,7 @@ KOALA_LISTS = (("events", "track"), ("identifies", "identify"), ("page_views", "
 KOALA_SHARED = ("profile_id", "email", "traits", "ip")
 
 
-def parse_koala(
-    doc: Any, *, max_call_bytes: int, max_batch_calls: int, received_at: str
-) -> Parsed:
+def parse_koala(doc: Any, *, max_call_bytes: int, max_batch_calls: int, received_at: str) -> Parsed:
     """Koala's `/web/projects/{key}/batch`: `events`, `identifies`, `page_views` of one person."""
     if not isinstance(doc, dict):
         raise WireError(400, "invalid_envelope", "the body must be a JSON object")
@@ -325,8 +330,9 @@ def parse_webhook(
         raise WireError(400, "invalid_envelope", "the body must be a call or an array of calls")
     parsed = Parsed()
     for index, item in enumerate(items):
-        _accept_item(parsed, index if isinstance(doc, list) else None, item, max_call_bytes,
-                     received_at)  # fmt: skip
+        _accept_item(
+            parsed, index if isinstance(doc, list) else None, item, max_call_bytes, received_at
+        )
     return parsed
 
 

@@ -160,8 +160,11 @@ class Receiver:
 
 def start_receiver(servers: Servers, tmp: Path, **env: str) -> Receiver:
     port = free_port()
-    proc = Proc(koala("web"), servers.env(PORT=str(port), KOALA_HOST="127.0.0.1", **env),
-                tmp / f"web-{port}.log")  # fmt: skip
+    proc = Proc(
+        koala("web"),
+        servers.env(PORT=str(port), KOALA_HOST="127.0.0.1", **env),
+        tmp / f"web-{port}.log",
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -177,8 +180,9 @@ def start_receiver(servers: Servers, tmp: Path, **env: str) -> Receiver:
     raise RuntimeError("receiver did not become ready:\n" + proc.output())
 
 
-def start_worker(servers: Servers, tmp: Path, name: str = "w1", concurrency: int = 2,
-                 **env: str) -> Proc:  # fmt: skip
+def start_worker(
+    servers: Servers, tmp: Path, name: str = "w1", concurrency: int = 2, **env: str
+) -> Proc:
     return Proc(
         koala("worker", "--hostname", f"{name}@%h", "--concurrency", str(concurrency)),
         servers.env(**env),

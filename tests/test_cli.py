@@ -11,8 +11,9 @@ from conftest import Servers, koala
 
 
 def run(servers: Servers, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(koala(*args), env=servers.env(), capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        koala(*args), env=servers.env(), capture_output=True, text=True, timeout=60
+    )
 
 
 def test_projects_create_prints_a_json_object_with_name_and_key(
@@ -24,8 +25,9 @@ def test_projects_create_prints_a_json_object_with_name_and_key(
     created = json.loads(done.stdout)
     assert created["name"] == name
     assert created["public_key"].startswith("pk_")
-    row = db.execute("SELECT public_key, webhook_secret FROM projects WHERE name = %s",
-                     (name,)).fetchone()  # fmt: skip
+    row = db.execute(
+        "SELECT public_key, webhook_secret FROM projects WHERE name = %s", (name,)
+    ).fetchone()
     assert row == (created["public_key"], "s3cret")
 
 

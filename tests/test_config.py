@@ -27,9 +27,14 @@ def test_blocked_identifiers_are_configurable_as_a_comma_list(
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("PORT", "eighty"), ("PORT", "70000"), ("DATABASE_URL", "mysql://x"),
-     ("REDIS_URL", "http://x"), ("KOALA_QUEUE_MAX_DEPTH", "-1")],
-)  # fmt: skip
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("DATABASE_URL", "mysql://x"),
+        ("REDIS_URL", "http://x"),
+        ("KOALA_QUEUE_MAX_DEPTH", "-1"),
+    ],
+)
 def test_a_wrong_value_is_reported_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:

@@ -44,13 +44,16 @@ def test_env_example_names_only_known_variables() -> None:
 
 
 def test_procfile_runs_real_commands_and_web_binds_port() -> None:
-    entries = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
-                   if line.strip())  # fmt: skip
+    entries = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+    )
     assert {"web", "worker", "beat"} <= set(entries)
     for command in entries.values():
         program, role = command.split()[:2]
         assert program == "koala-ingest"
-        assert subprocess.run(koala(role, "--help"), capture_output=True, timeout=60).returncode == 0
+        assert (
+            subprocess.run(koala(role, "--help"), capture_output=True, timeout=60).returncode == 0
+        )
 
 
 def test_readme_documents_every_setting() -> None:

@@ -22,9 +22,13 @@ def test_track_call_with_basic_auth_becomes_an_event_row(
     response = httpx.post(
         receiver.url + "/v1/track",
         auth=(project.public_key, ""),
-        json={"userId": "u-1", "event": "Signed Up", "messageId": "m-1",
-              "properties": {"plan": "pro"}},
-    )  # fmt: skip
+        json={
+            "userId": "u-1",
+            "event": "Signed Up",
+            "messageId": "m-1",
+            "properties": {"plan": "pro"},
+        },
+    )
     assert response.status_code == 200
     assert response.json() == {"success": True}
     rows = wait_for(lambda: _events(db, project))
@@ -36,8 +40,12 @@ def test_same_message_id_sent_twice_is_stored_once_and_counted_as_duplicate(
 ) -> None:
     call = {"userId": "u-2", "event": "Clicked", "messageId": "dup-1"}
     for _ in range(2):
-        assert httpx.post(receiver.url + "/v1/track", auth=(project.public_key, ""),
-                          json=call).status_code == 200  # fmt: skip
+        assert (
+            httpx.post(
+                receiver.url + "/v1/track", auth=(project.public_key, ""), json=call
+            ).status_code
+            == 200
+        )
 
     def counters() -> tuple[int, int] | None:
         row = db.execute(

@@ -61,7 +61,7 @@ class Queue:
         out = []
         for envelope in self.messages():
             assert envelope["headers"]["task"] == "koala.ingest"
-            args, kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
+            args, _kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
             out.extend(args[0])
         return out
 
@@ -104,11 +104,20 @@ def test_browser_short_paths_with_text_plain_bodies(
     rx: Receiver, queue: Queue, project: Project
 ) -> None:
     headers = {"Content-Type": "text/plain"}
-    page = {"writeKey": project.public_key, "anonymousId": "a1", "name": "Pricing",
-            "context": {"page": {"url": "https://x.io/pricing"}}}  # fmt: skip
-    assert httpx.post(rx.url + "/v1/p", content=orjson.dumps(page), headers=headers).status_code == 200
+    page = {
+        "writeKey": project.public_key,
+        "anonymousId": "a1",
+        "name": "Pricing",
+        "context": {"page": {"url": "https://x.io/pricing"}},
+    }
+    assert (
+        httpx.post(rx.url + "/v1/p", content=orjson.dumps(page), headers=headers).status_code == 200
+    )
     batch = {"writeKey": project.public_key, "batch": [dict(TRACK, type="track")]}
-    assert httpx.post(rx.url + "/v1/b", content=orjson.dumps(batch), headers=headers).status_code == 200
+    assert (
+        httpx.post(rx.url + "/v1/b", content=orjson.dumps(batch), headers=headers).status_code
+        == 200
+    )
     assert [c["type"] for c in queue.calls()] == ["page", "track"]
 
 
@@ -128,7 +137,9 @@ def test_missing_key_is_401(rx: Receiver) -> None:
     assert (response.status_code, response.json()["code"]) == (401, "missing_key")
 
 
-def test_bad_json_is_400_and_nothing_is_queued(rx: Receiver, queue: Queue, project: Project) -> None:
+def test_bad_json_is_400_and_nothing_is_queued(
+    rx: Receiver, queue: Queue, project: Project
+) -> None:
     response = httpx.post(rx.url + "/v1/track", content=b"{nope", headers=basic(project.public_key))
     assert response.status_code == 400
     assert set(response.json()) == {"code", "message"}
@@ -148,8 +159,12 @@ def test_oversize_single_call_is_413_and_kept_as_a_rejection(
 
 
 def test_oversize_request_is_413(rx: Receiver, queue: Queue, project: Project) -> None:
-    batch = {"batch": [dict(TRACK, type="track", messageId=str(i),
-                            properties={"p": "y" * 20_000}) for i in range(30)]}  # fmt: skip
+    batch = {
+        "batch": [
+            dict(TRACK, type="track", messageId=str(i), properties={"p": "y" * 20_000})
+            for i in range(30)
+        ]
+    }
     response = httpx.post(rx.url + "/v1/batch", json=batch, headers=basic(project.public_key))
     assert (response.status_code, response.json()["code"]) == (413, "request_too_large")
     assert [r["code"] for r in queue.rejected()] == ["request_too_large"]
@@ -167,8 +182,11 @@ def test_gzip_bomb_is_413(rx: Receiver, queue: Queue, project: Project) -> None:
 
 def test_gzip_body_is_accepted(rx: Receiver, queue: Queue, project: Project) -> None:
     body = gzip.compress(orjson.dumps({"batch": [dict(TRACK, type="track")]}))
-    headers = {**basic(project.public_key), "Content-Encoding": "gzip",
-               "Content-Type": "application/json"}  # fmt: skip
+    headers = {
+        **basic(project.public_key),
+        "Content-Encoding": "gzip",
+        "Content-Type": "application/json",
+    }
     assert httpx.post(rx.url + "/v1/batch", content=body, headers=headers).status_code == 200
     assert queue.calls()[0]["event"] == "Signed Up"
 
@@ -176,32 +194,52 @@ def test_gzip_body_is_accepted(rx: Receiver, queue: Queue, project: Project) -> 
 def test_partly_bad_batch_stores_the_good_and_lists_the_bad_by_index(
     rx: Receiver, queue: Queue, project: Project
 ) -> None:
-    batch = {"batch": [
-        dict(TRACK, type="track", messageId="ok-1"),
-        {"event": "no type", "userId": "u"},
-        {"type": "track", "userId": "u"},
-        {"type": "group", "userId": "u"},
-        {"type": "alias", "userId": "u"},
-        dict(TRACK, type="track", messageId="big", properties={"b": "z" * 40_000}),
-        dict(TRACK, type="track", messageId="ok-2"),
-    ]}  # fmt: skip
+    batch = {
+        "batch": [
+            dict(TRACK, type="track", messageId="ok-1"),
+            {"event": "no type", "userId": "u"},
+            {"type": "track", "userId": "u"},
+            {"type": "group", "userId": "u"},
+            {"type": "alias", "userId": "u"},
+            dict(TRACK, type="track", messageId="big", properties={"b": "z" * 40_000}),
+            dict(TRACK, type="track", messageId="ok-2"),
+        ]
+    }
     response = httpx.post(rx.url + "/v1/batch", json=batch, headers=basic(project.public_key))
     assert response.status_code == 200
     rejected = response.json()["rejected"]
     assert [(r["index"], r["code"]) for r in rejected] == [
-        (1, "missing_type"), (2, "missing_event"), (3, "missing_group_id"),
-        (4, "missing_previous_id"), (5, "call_too_large")]  # fmt: skip
+        (1, "missing_type"),
+        (2, "missing_event"),
+        (3, "missing_group_id"),
+        (4, "missing_previous_id"),
+        (5, "call_too_large"),
+    ]
     assert [c["messageId"] for c in queue.calls()] == ["ok-1", "ok-2"]
     assert len(queue.rejected()) == 5
 
 
 def test_koala_format_answers_status_success(rx: Receiver, queue: Queue, project: Project) -> None:
-    body = {"profile_id": "b3f1", "email": "ann@acme.com", "ip": "1.2.3.4",
-            "events": [{"type": "track", "event": "Viewed Pricing", "message_id": "k1",
-                        "sent_at": "2026-11-20T10:00:00Z", "properties": {}}],
-            "identifies": [{"type": "identify", "traits": {"name": "Ann"}, "message_id": "k2"}]}
-    response = httpx.post(rx.url + f"/web/projects/{project.public_key}/batch", json=body,
-                          headers={"User-Agent": "Segment (Actions)"})  # fmt: skip
+    body = {
+        "profile_id": "b3f1",
+        "email": "ann@acme.com",
+        "ip": "1.2.3.4",
+        "events": [
+            {
+                "type": "track",
+                "event": "Viewed Pricing",
+                "message_id": "k1",
+                "sent_at": "2026-11-20T10:00:00Z",
+                "properties": {},
+            }
+        ],
+        "identifies": [{"type": "identify", "traits": {"name": "Ann"}, "message_id": "k2"}],
+    }
+    response = httpx.post(
+        rx.url + f"/web/projects/{project.public_key}/batch",
+        json=body,
+        headers={"User-Agent": "Segment (Actions)"},
+    )
     assert (response.status_code, response.json()) == (200, {"status": "success"})
     [request] = queue.requests()
     assert request["source"] == "koala" and request["shared"]["email"] == "ann@acme.com"
@@ -211,11 +249,15 @@ def test_koala_format_answers_status_success(rx: Receiver, queue: Queue, project
 def test_koala_body_without_identity_is_400_in_koala_shape(
     rx: Receiver, queue: Queue, project: Project
 ) -> None:
-    response = httpx.post(rx.url + f"/web/projects/{project.public_key}/batch",
-                          json={"events": [{"event": "x"}]})  # fmt: skip
+    response = httpx.post(
+        rx.url + f"/web/projects/{project.public_key}/batch", json={"events": [{"event": "x"}]}
+    )
     assert response.status_code == 400
-    assert response.json() == {"error": "Invalid request", "code": "missing_identity",
-                               "message": "Missing required field: email or profile_id"}
+    assert response.json() == {
+        "error": "Invalid request",
+        "code": "missing_identity",
+        "message": "Missing required field: email or profile_id",
+    }
     assert [r["code"] for r in queue.rejected()] == ["missing_identity"]
 
 
@@ -247,8 +289,11 @@ def test_webhook_batch_is_signed_by_its_first_item(
     first = orjson.dumps(dict(TRACK, type="track", messageId="w1"))
     body = b"[" + first + b"," + orjson.dumps(dict(TRACK, type="track", messageId="w2")) + b"]"
     signature = hmac.new(b"whsec", first, hashlib.sha1).hexdigest()
-    response = httpx.post(rx.url + f"/webhooks/segment/{signed_project.public_key}",
-                          content=body, headers={"X-Signature": signature})  # fmt: skip
+    response = httpx.post(
+        rx.url + f"/webhooks/segment/{signed_project.public_key}",
+        content=body,
+        headers={"X-Signature": signature},
+    )
     assert response.status_code == 200
     assert [c["messageId"] for c in queue.calls()] == ["w1", "w2"]
 
@@ -257,8 +302,11 @@ def test_concurrent_requests_share_queue_writes(
     rx: Receiver, queue: Queue, project: Project
 ) -> None:
     def send(i: int) -> int:
-        return httpx.post(rx.url + "/v1/track", json=dict(TRACK, messageId=f"c{i}"),
-                          headers=basic(project.public_key)).status_code  # fmt: skip
+        return httpx.post(
+            rx.url + "/v1/track",
+            json=dict(TRACK, messageId=f"c{i}"),
+            headers=basic(project.public_key),
+        ).status_code
 
     with ThreadPoolExecutor(32) as pool:
         statuses = list(pool.map(send, range(400)))
@@ -283,8 +331,9 @@ def test_segment_python_sdk_delivers_every_call_type(
 
     for use_gzip in (False, True):
         queue.clear()
-        client = Client(project.public_key, host=rx.url, sync_mode=True, gzip=use_gzip,
-                        max_retries=0)  # fmt: skip
+        client = Client(
+            project.public_key, host=rx.url, sync_mode=True, gzip=use_gzip, max_retries=0
+        )
         client.track("u1", "Signed Up", {"plan": "pro"})
         client.identify("u1", {"email": "ann@acme.com"})
         client.page("u1", "Docs", "Pricing", {"url": "https://x.io/pricing"})
@@ -293,8 +342,14 @@ def test_segment_python_sdk_delivers_every_call_type(
         client.alias("anon-1", "u1")
         client.flush()
         calls = queue.calls()
-        assert [c["type"] for c in calls] == ["track", "identify", "page", "screen", "group",
-                                              "alias"]  # fmt: skip
+        assert [c["type"] for c in calls] == [
+            "track",
+            "identify",
+            "page",
+            "screen",
+            "group",
+            "alias",
+        ]
         assert calls[0]["properties"] == {"plan": "pro"}
         assert calls[4]["groupId"] == "acme" and calls[5]["previousId"] == "anon-1"
         assert all(c["context"]["library"]["name"] == "analytics-python" for c in calls)
@@ -307,9 +362,12 @@ def test_queue_over_its_ceiling_is_429_with_retry_after(
     name = f"full-{secrets.token_hex(3)}"
     full = start_receiver(servers, tmp_path, KOALA_QUEUE_NAME=name, KOALA_QUEUE_MAX_DEPTH="2")
     try:
-        statuses = [httpx.post(full.url + "/v1/track", json=TRACK,
-                               headers=basic(project.public_key)).status_code
-                    for _ in range(4)]  # fmt: skip
+        statuses = [
+            httpx.post(
+                full.url + "/v1/track", json=TRACK, headers=basic(project.public_key)
+            ).status_code
+            for _ in range(4)
+        ]
         assert statuses[:2] == [200, 200] and statuses[-1] == 429
         refused = httpx.post(full.url + "/v1/track", json=TRACK, headers=basic(project.public_key))
         assert refused.headers["Retry-After"].isdigit()
@@ -331,20 +389,29 @@ def test_redis_down_is_503_and_nothing_is_acknowledged(
         ok = httpx.post(rx.url + "/v1/track", json=TRACK, headers=basic(project.public_key))
         assert ok.status_code == 200
         own.stop()
-        down = httpx.post(rx.url + "/v1/track", json=dict(TRACK, messageId="lost?"),
-                          headers=basic(project.public_key), timeout=30)  # fmt: skip
+        down = httpx.post(
+            rx.url + "/v1/track",
+            json=dict(TRACK, messageId="lost?"),
+            headers=basic(project.public_key),
+            timeout=30,
+        )
         assert down.status_code == 503
         assert down.json()["code"] == "queue_unavailable"
         assert down.headers["Retry-After"].isdigit()
         wait_for(lambda: httpx.get(rx.url + "/readyz").status_code == 503, timeout=10)
         own.start()  # same port: the receiver reconnects by itself
         wait_for(lambda: httpx.get(rx.url + "/readyz").status_code == 200, timeout=20)
-        again = httpx.post(rx.url + "/v1/track", json=dict(TRACK, messageId="after"),
-                           headers=basic(project.public_key))  # fmt: skip
+        again = httpx.post(
+            rx.url + "/v1/track",
+            json=dict(TRACK, messageId="after"),
+            headers=basic(project.public_key),
+        )
         assert again.status_code == 200
         key = servers.prefix + "ingest"
-        bodies = [orjson.loads(base64.b64decode(orjson.loads(m)["body"]))
-                  for m in redis.Redis.from_url(own.url).lrange(key, 0, -1)]  # fmt: skip
+        bodies = [
+            orjson.loads(base64.b64decode(orjson.loads(m)["body"]))
+            for m in redis.Redis.from_url(own.url).lrange(key, 0, -1)
+        ]
         ids = [c["messageId"] for b in bodies for r in b[0][0] for c in r["calls"]]
         assert ids == ["after"]  # the 503 call was not acknowledged and is not there
     finally:

@@ -22,8 +22,13 @@ from ingest.embedded import free_port
 def _start_up(cwd: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(PORT=str(port), KOALA_REDIS_KEY_PREFIX="koala:", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "ingest", "up", "--workers", "1"], cwd=cwd,
-                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", "up", "--workers", "1"],
+        cwd=cwd,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -60,8 +65,11 @@ def test_up_runs_the_pipeline_on_embedded_servers_restarts_children_and_stops_cl
         assert key and database_url, out
         assert f"curl -u '{key[1]}:'" in out
 
-        sent = httpx.post(url + "/v1/track", auth=(key[1], ""),
-                          json={"userId": "u1", "event": "Signed Up", "messageId": "up-1"})  # fmt: skip
+        sent = httpx.post(
+            url + "/v1/track",
+            auth=(key[1], ""),
+            json={"userId": "u1", "event": "Signed Up", "messageId": "up-1"},
+        )
         assert sent.status_code == 200
 
         def stored() -> int:
@@ -76,8 +84,9 @@ def test_up_runs_the_pipeline_on_embedded_servers_restarts_children_and_stops_cl
         assert worker is not None, [c.cmdline() for c in up.children()]
         worker.kill()
         wait_for(lambda: "worker exited with" in log.read_text(), timeout=10)
-        replacement = wait_for(lambda: (w := _role(up, "ingest worker")) and w.pid != worker.pid
-                               and w, timeout=20)  # fmt: skip
+        replacement = wait_for(
+            lambda: (w := _role(up, "ingest worker")) and w.pid != worker.pid and w, timeout=20
+        )
         assert replacement
 
         children = up.children()

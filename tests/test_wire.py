@@ -92,13 +92,17 @@ def test_batch_context_integrations_and_sent_at_merge_into_items_item_wins() -> 
         ({"type": "alias", "previousId": "p"}, "missing_user_id"),
         ({"type": "track", "event": "E"}, "missing_identity"),
         ({"type": "track", "event": "E", "userId": "u", "properties": []}, "invalid_field"),
-        ({"type": "track", "event": "E", "userId": "u", "messageId": "x" * 101},
-         "invalid_message_id"),
+        (
+            {"type": "track", "event": "E", "userId": "u", "messageId": "x" * 101},
+            "invalid_message_id",
+        ),
         ("not a call", "not_an_object"),
-        ({"type": "track", "event": "E", "userId": "u", "properties": {"x": "y" * 40000}},
-         "call_too_large"),
+        (
+            {"type": "track", "event": "E", "userId": "u", "properties": {"x": "y" * 40000}},
+            "call_too_large",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_item_is_rejected_by_index_and_the_rest_kept(item: object, code: str) -> None:
     good = {"type": "identify", "userId": "u", "traits": {"email": "a@b.co"}}
     parsed = segment({"batch": [good, item, good]})
@@ -111,8 +115,14 @@ def test_a_bad_item_is_rejected_by_index_and_the_rest_kept(item: object, code: s
 
 def test_a_batch_over_the_call_limit_is_413() -> None:
     with pytest.raises(WireError) as error:
-        parse_segment({"batch": [{}] * 3}, None, body_size=10, max_call_bytes=1000,
-                      max_batch_calls=2, received_at=NOW)  # fmt: skip
+        parse_segment(
+            {"batch": [{}] * 3},
+            None,
+            body_size=10,
+            max_call_bytes=1000,
+            max_batch_calls=2,
+            received_at=NOW,
+        )
     assert (error.value.status, error.value.code) == (413, "too_many_calls")
 
 
@@ -173,15 +183,22 @@ def test_unknown_content_encoding_is_415() -> None:
 
 def test_koala_body_splits_lists_and_keeps_shared_fields() -> None:
     doc = {
-        "profile_id": "6f1c...", "email": "A@B.co", "ip": "1.2.3.4", "traits": {"plan": "x"},
+        "profile_id": "6f1c...",
+        "email": "A@B.co",
+        "ip": "1.2.3.4",
+        "traits": {"plan": "x"},
         "events": [{"type": "track", "event": "Signed Up", "message_id": "m1"}],
         "identifies": [{"traits": {"name": "Ann"}, "message_id": "m2"}],
         "page_views": [{"url": "https://x.io/pricing"}],
-    }  # fmt: skip
+    }
     parsed = parse_koala(doc, **LIMITS)
     assert [c["type"] for c in parsed.calls] == ["track", "identify", "page"]
-    assert parsed.shared == {"profile_id": "6f1c...", "email": "A@B.co", "ip": "1.2.3.4",
-                             "traits": {"plan": "x"}}  # fmt: skip
+    assert parsed.shared == {
+        "profile_id": "6f1c...",
+        "email": "A@B.co",
+        "ip": "1.2.3.4",
+        "traits": {"plan": "x"},
+    }
     assert parsed.calls[2]["message_id"].startswith("ki-")
 
 
@@ -189,7 +206,9 @@ def test_koala_body_without_email_or_profile_id_is_400() -> None:
     with pytest.raises(WireError) as error:
         parse_koala({"events": [{"event": "x"}]}, **LIMITS)
     assert (error.value.status, error.value.message) == (
-        400, "Missing required field: email or profile_id")  # fmt: skip
+        400,
+        "Missing required field: email or profile_id",
+    )
 
 
 def test_webhook_takes_one_call_or_an_array() -> None:

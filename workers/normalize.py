@@ -188,8 +188,10 @@ def _normalize_segment(
     )
     page = _obj(context.get("page"))
     if kind in ("page", "screen"):
-        properties = {**{k: page[k] for k in ("url", "path", "referrer", "title", "search")
-                         if k in page}, **properties}  # fmt: skip
+        properties = {
+            **{k: page[k] for k in ("url", "path", "referrer", "title", "search") if k in page},
+            **properties,
+        }
     account = None
     if kind == "group":
         account = _account(str(call.get("groupId")), traits)
@@ -204,7 +206,8 @@ def _normalize_segment(
         sent_at=sent_at,
         ids=ids,
         event=call.get("event") if kind == "track" else None,
-        name=_first(call.get("name"), properties.get("name")) if kind in ("page", "screen")
+        name=_first(call.get("name"), properties.get("name"))
+        if kind in ("page", "screen")
         else None,
         properties=properties,
         traits=traits,
@@ -215,7 +218,7 @@ def _normalize_segment(
         account=account,
         payload=call,
         content_hash=content_hash(call, None),
-    )  # fmt: skip
+    )
 
 
 def _account(group_id: str, traits: dict[str, Any]) -> dict[str, Any]:
@@ -250,25 +253,30 @@ def _normalize_koala(
     original = parse_time(_first(call.get("sent_at"), call.get("timestamp")))
     ids = Identifiers(
         email=clean_email(
-            _first(call.get("email"), shared.get("email"), traits.get("email"),
-                   properties.get("email")),
+            _first(
+                call.get("email"), shared.get("email"), traits.get("email"), properties.get("email")
+            ),
             blocked,
         ),
         profile_id=clean_identifier(
-            _first(shared.get("profile_id"), properties.get("profile_id"),
-                   traits.get("profile_id")),
+            _first(
+                shared.get("profile_id"), properties.get("profile_id"), traits.get("profile_id")
+            ),
             blocked,
         ),
-    )  # fmt: skip
-    ip = clean_identifier(_first(call.get("device_ip"), shared.get("ip"), context.get("ip")),
-                          blocked)  # fmt: skip
+    )
+    ip = clean_identifier(
+        _first(call.get("device_ip"), shared.get("ip"), context.get("ip")), blocked
+    )
     account_traits = _obj(traits.get("$account"))
     account = None
     if account_traits:
         group_id = _first(account_traits.get("group_id"), account_traits.get("domain"))
         if group_id:
             account = _account(str(group_id), account_traits)
-    page_fields = {k: call[k] for k in ("url", "path", "referrer", "title") if k in call}
+    page_fields: dict[str, Any] = {
+        k: call[k] for k in ("url", "path", "referrer", "title") if k in call
+    }
     return Event(
         project_id=project_id,
         message_id=str(message_id),
@@ -290,4 +298,3 @@ def _normalize_koala(
         payload={**call, "$shared": shared} if shared else call,
         content_hash=content_hash(call, shared),
     )
-

@@ -36,8 +36,15 @@ def process(
         source = str(request["source"])
         for r in request.get("rejected") or ():
             rejections.append(
-                RejectionRow(project_id, request["received_at"], source, r.get("index"),
-                             r["code"], r["message"], r["payload"])  # fmt: skip
+                RejectionRow(
+                    project_id,
+                    request["received_at"],
+                    source,
+                    r.get("index"),
+                    r["code"],
+                    r["message"],
+                    r["payload"],
+                )
             )
             result.count(project_id, "rejected")
         for call in request.get("calls") or ():
@@ -47,7 +54,7 @@ def process(
                 dead_letter(conn, project_id, call, "normalize", error.reason, error)
                 result.count(project_id, "dead_lettered")
 
-    unique, seen = dedupe_within(events, result)
+    unique = dedupe_within(events, result)
     owned = claim_message_ids(conn, unique)
     new = [e for e in unique if (e.project_id, e.message_id) in owned]
     repeated = [e for e in unique if (e.project_id, e.message_id) not in owned]
@@ -64,7 +71,7 @@ def process(
     return result
 
 
-def dedupe_within(events: list[Event], result: BatchResult) -> tuple[list[Event], dict[Any, Event]]:
+def dedupe_within(events: list[Event], result: BatchResult) -> list[Event]:
     """Keep the first of each (project, messageId) in the batch; count the rest."""
     seen: dict[tuple[int, str], Event] = {}
     unique = []
@@ -78,7 +85,7 @@ def dedupe_within(events: list[Event], result: BatchResult) -> tuple[list[Event]
         result.count(e.project_id, "duplicates")
         if first.content_hash != e.content_hash:
             result.count(e.project_id, "conflicting")
-    return unique, seen
+    return unique
 
 
 def dead_letter(
@@ -96,7 +103,12 @@ def dead_letter(
         VALUES (%s, %s, %s, %s, %s, %s, %s)
         """,
         (
-            project_id, message_id, Jsonb(call, dumps=lambda v: orjson.dumps(v).decode()), stage,
-            reason, str(error), "".join(traceback.format_exception(error)),
+            project_id,
+            message_id,
+            Jsonb(call, dumps=lambda v: orjson.dumps(v).decode()),
+            stage,
+            reason,
+            str(error),
+            "".join(traceback.format_exception(error)),
         ),
-    )  # fmt: skip
+    )

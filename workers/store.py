@@ -87,7 +87,8 @@ def known_hashes(
         """
         SELECT k.project_id, k.message_id, k.content_hash
         FROM message_ids k
-        JOIN unnest(%s::bigint[], %s::text[]) AS t(p, m) ON k.project_id = t.p AND k.message_id = t.m
+        JOIN unnest(%s::bigint[], %s::text[]) AS t(p, m)
+          ON k.project_id = t.p AND k.message_id = t.m
         """,
         ([p for p, _ in keys], [m for _, m in keys]),
     )
@@ -115,11 +116,22 @@ def insert_events(conn: psycopg.Connection, events: list[Event]) -> None:
         for e in events:
             copy.write_row(
                 (
-                    e.project_id, e.message_id, e.profile, e.type, e.event,
-                    e.name, _json(e.properties), _json(e.context), e.timestamp,
-                    e.original_timestamp, e.sent_at, e.received_at, e.source, _json(e.payload),
+                    e.project_id,
+                    e.message_id,
+                    e.profile,
+                    e.type,
+                    e.event,
+                    e.name,
+                    _json(e.properties),
+                    _json(e.context),
+                    e.timestamp,
+                    e.original_timestamp,
+                    e.sent_at,
+                    e.received_at,
+                    e.source,
+                    _json(e.payload),
                 )
-            )  # fmt: skip
+            )
 
 
 def add_counters(conn: psycopg.Connection, result: BatchResult) -> None:
@@ -135,13 +147,18 @@ def add_counters(conn: psycopg.Connection, result: BatchResult) -> None:
             ON CONFLICT (project_id) DO UPDATE SET
                 stored = pc.stored + EXCLUDED.stored,
                 duplicates = pc.duplicates + EXCLUDED.duplicates,
-                conflicting_duplicates = pc.conflicting_duplicates + EXCLUDED.conflicting_duplicates,
+                conflicting_duplicates =
+                    pc.conflicting_duplicates + EXCLUDED.conflicting_duplicates,
                 rejected = pc.rejected + EXCLUDED.rejected,
                 dead_lettered = pc.dead_lettered + EXCLUDED.dead_lettered,
                 updated_at = now()
             """,
             (
-                project_id, c["stored"], c["duplicates"], c["conflicting"], c["rejected"],
+                project_id,
+                c["stored"],
+                c["duplicates"],
+                c["conflicting"],
+                c["rejected"],
                 c["dead_lettered"],
             ),
-        )  # fmt: skip
+        )

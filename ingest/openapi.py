@@ -1,0 +1,232 @@
+"""`GET /openapi.json`: every endpoint, its body and its answers, for a new user.
+
+The body shapes are pydantic models used for documentation only: the hot path checks
+calls with the hand-written rules in `ingest.wire` (one pass, per-item reasons), and
+tests/test_openapi.py checks the two agree on the examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingest.wire import SHORT_PATHS
+
+
+class Call(BaseModel):
+    """A Segment call (track, identify, page, screen, group, alias)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["track", "identify", "page", "screen", "group", "alias"] | None = Field(
+        None, description="Required in a batch; set from the path on /v1/{type}."
+    )
+    messageId: str | None = Field(None, max_length=100, description="Assigned if missing.")
+    userId: str | None = Field(None, description="userId or anonymousId is required.")
+    anonymousId: str | None = None
+    event: str | None = Field(None, description="Required for track.")
+    name: str | None = Field(None, description="Page or screen name.")
+    groupId: str | None = Field(None, description="Required for group.")
+    previousId: str | None = Field(None, description="Required for alias (with userId).")
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    timestamp: str | None = Field(None, description="ISO-8601; corrected for clock skew.")
+    sentAt: str | None = None
+    writeKey: str | None = Field(None, description="Auth when no Basic header is sent.")
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    batch: list[Call] = Field(description="At most KOALA_MAX_BATCH_CALLS calls (2,500).")
+    writeKey: str | None = None
+    sentAt: str | None = None
+    context: dict[str, Any] | None = Field(None, description="Merged into every call.")
+    integrations: dict[str, Any] | None = Field(None, description="Merged into every call.")
+
+
+class KoalaItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str | None = None
+    event: str | None = None
+    email: str | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    sent_at: str | None = None
+    device_ip: str | None = None
+    message_id: str | None = Field(None, description="The idempotency key.")
+
+
+class KoalaBatch(BaseModel):
+    """Koala's server-side format: items of one person; `profile_id` or `email` required."""
+
+    model_config = ConfigDict(extra="allow")
+
+    profile_id: str | None = Field(None, description="Koala's visitor id (the ko_id cookie).")
+    email: str | None = None
+    traits: dict[str, Any] | None = None
+    ip: str | None = None
+    events: list[KoalaItem] = []
+    identifies: list[KoalaItem] = []
+    page_views: list[KoalaItem] = []
+
+
+class Rejected(BaseModel):
+    index: int | None
+    code: str
+    message: str
+
+
+class Success(BaseModel):
+    success: Literal[True] = True
+    rejected: list[Rejected] | None = Field(None, description="Items refused, by index.")
+
+
+class KoalaSuccess(BaseModel):
+    status: Literal["success"] = "success"
+    rejected: list[Rejected] | None = None
+
+
+class Error(BaseModel):
+    code: str
+    message: str
+
+
+def _schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in (Call, Batch, KoalaBatch, Success, KoalaSuccess, Error):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+ERRORS = {
+    "400": _json("Error", "Invalid JSON, envelope, or (single call) an invalid call."),
+    "401": _json("Error", "Unknown or missing key; bad webhook signature."),
+    "413": _json("Error", "Over the call, request or batch limit (after decompression)."),
+    "429": _json("Error", "Queue over its ceiling: retry after `Retry-After` seconds."),
+    "503": _json("Error", "Queue unavailable: retry after `Retry-After` seconds."),
+}
+BASIC: list[dict[str, list[str]]] = [{"writeKey": []}]
+KEY_PARAM = {"name": "public_key", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _post(
+    summary: str, body: str, ok: str, security: bool = True, params: list[Any] | None = None
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _ref(body)},
+                "text/plain": {"schema": _ref(body)},
+            },
+        },
+        "responses": {"200": _json(ok, "Every accepted call is in the queue."), **ERRORS},
+    }
+    if security:
+        op["security"] = BASIC
+    if params:
+        op["parameters"] = params
+    return {"post": op}
+
+
+def build() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for call_type in ("track", "identify", "page", "screen", "group", "alias"):
+        paths[f"/v1/{call_type}"] = _post(
+            f"One {call_type} call (Segment Tracking API).", "Call", "Success"
+        )
+    for short, call_type in SHORT_PATHS.items():
+        paths[f"/v1/{short}"] = _post(
+            f"analytics.js short path for {call_type}.", "Call", "Success"
+        )
+    for path in ("/v1/batch", "/v1/import", "/v1/b"):
+        paths[path] = _post(
+            "A batch of calls; bad items are listed, the rest stored.", "Batch", "Success"
+        )
+    paths["/web/projects/{public_key}/batch"] = _post(
+        "Koala format (the Koala (Cloud) destination).",
+        "KoalaBatch",
+        "KoalaSuccess",
+        security=False,
+        params=[KEY_PARAM],
+    )
+    paths["/web/projects/{public_key}/auth"] = {
+        "get": {
+            "summary": "Segment's connection test: 204 for a valid key.",
+            "parameters": [KEY_PARAM],
+            "responses": {"204": {"description": "Valid key."}, "401": ERRORS["401"]},
+        }
+    }
+    webhook = _post(
+        "Segment webhook destination: one call or a JSON array of calls.",
+        "Call",
+        "Success",
+        security=False,
+        params=[
+            KEY_PARAM,
+            {
+                "name": "X-Signature",
+                "in": "header",
+                "required": False,
+                "description": "Hex HMAC-SHA1 of the body (of the first item for an"
+                " array), required when the project has a secret.",
+                "schema": {"type": "string"},
+            },
+        ],
+    )
+    paths["/webhooks/segment/{public_key}"] = webhook
+    paths["/healthz"] = {
+        "get": {"summary": "Liveness.", "responses": {"200": {"description": "The process is up."}}}
+    }
+    paths["/readyz"] = {
+        "get": {
+            "summary": "Readiness: Redis reachable, queue under its ceiling, keys loaded.",
+            "responses": {
+                "200": {"description": "Ready."},
+                "503": {"description": "Not ready, with reasons."},
+            },
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics.",
+            "responses": {"200": {"description": "Text format."}},
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "koala-ingest receiver",
+            "version": "1",
+            "description": "Receives Segment calls (Tracking API, Koala format, webhooks) and"
+            " queues them. `200` means every accepted call is in the queue.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "writeKey": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Write key as the user name, empty password.",
+                }
+            },
+        },
+    }
