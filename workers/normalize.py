@@ -71,7 +71,8 @@ class Event:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """ISO-8601 (with `Z` or an offset; naive means UTC) or epoch seconds/milliseconds."""
+    """ISO-8601 (with `Z` or an offset; naive means UTC) or epoch seconds/milliseconds,
+    always returned in UTC (so ISO strings of two times compare like the times)."""
     if value is None or value == "":
         return None
     try:
@@ -80,7 +81,7 @@ def parse_time(value: Any) -> datetime | None:
             return datetime.fromtimestamp(seconds, UTC)
         if isinstance(value, str):
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
         return None
     return None

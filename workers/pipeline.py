@@ -1,28 +1,38 @@
-"""One batch through the stages: normalize -> dedupe -> (resolve) -> store.
+"""One batch through the stages: normalize -> dedupe -> resolve -> store.
 
-Called by the Celery task inside one database transaction; everything here is either a
-pure rule (workers.normalize) or set-based SQL (workers.store), never a query per call.
+Called by the Celery task inside one database transaction. Every stage is either a pure
+rule (normalize, resolve) or set-based SQL (dedupe, store): a handful of statements per
+batch and project, never a query per call.
 """
 
 from __future__ import annotations
 
 import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
-import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
+from ingest.store import counters, dead_letters, rejections
+from ingest.store.dead_letters import DeadLetter
+from ingest.store.rejections import RejectionRow
+from workers import store
+from workers.dedupe import dedupe
 from workers.normalize import Event, NormalizeError, normalize
-from workers.store import (
-    BatchResult,
-    RejectionRow,
-    add_counters,
-    claim_message_ids,
-    insert_events,
-    insert_rejections,
-    known_hashes,
-)
+from workers.resolve import resolve
+
+
+@dataclass(slots=True)
+class BatchResult:
+    per_project: dict[int, Counter[str]] = field(default_factory=dict)
+
+    def count(self, project_id: int, what: str, n: int = 1) -> None:
+        self.per_project.setdefault(project_id, Counter())[what] += n
+
+    def total(self, what: str) -> int:
+        return sum(c[what] for c in self.per_project.values())
 
 
 def process(
@@ -30,85 +40,53 @@ def process(
 ) -> BatchResult:
     result = BatchResult()
     events: list[Event] = []
-    rejections: list[RejectionRow] = []
+    refused: list[RejectionRow] = []
+    dead: list[DeadLetter] = []
     for request in requests:
         project_id = int(request["project_id"])
         source = str(request["source"])
         for r in request.get("rejected") or ():
-            rejections.append(
-                RejectionRow(
-                    project_id,
-                    request["received_at"],
-                    source,
-                    r.get("index"),
-                    r["code"],
-                    r["message"],
-                    r["payload"],
-                )
-            )
+            refused.append(
+                RejectionRow(project_id, request["received_at"], source, r.get("index"),
+                             r["code"], r["message"], r["payload"])
+            )  # fmt: skip
             result.count(project_id, "rejected")
         for call in request.get("calls") or ():
             try:
                 events.append(normalize(project_id, source, call, request.get("shared"), blocked))
             except NormalizeError as error:
-                dead_letter(conn, project_id, call, "normalize", error.reason, error)
+                dead.append(_dead_letter(project_id, call, "normalize", error.reason, error))
                 result.count(project_id, "dead_lettered")
 
-    unique = dedupe_within(events, result)
-    owned = claim_message_ids(conn, unique)
-    new = [e for e in unique if (e.project_id, e.message_id) in owned]
-    repeated = [e for e in unique if (e.project_id, e.message_id) not in owned]
-    stored_hashes = known_hashes(conn, [(e.project_id, e.message_id) for e in repeated])
-    for e in repeated:
+    deduped = dedupe(conn, events)
+    for e in deduped.duplicates:
         result.count(e.project_id, "duplicates")
-        if stored_hashes.get((e.project_id, e.message_id)) != e.content_hash:
-            result.count(e.project_id, "conflicting")
-    insert_events(conn, new)
-    for e in new:
-        result.count(e.project_id, "stored")
-    insert_rejections(conn, rejections)
-    add_counters(conn, result)
+    for e in deduped.conflicting:
+        result.count(e.project_id, "conflicting_duplicates")
+
+    by_project = sorted(deduped.new, key=lambda e: e.project_id)  # stable: arrival order kept
+    for project_id, group in groupby(by_project, key=lambda e: e.project_id):
+        batch = list(group)
+        graph = store.load_graph(conn, project_id, batch)
+        plan = resolve(batch, graph)
+        store.apply(conn, project_id, batch, plan, graph)
+        result.count(project_id, "stored", len(batch))
+
+    rejections.insert(conn, refused)
+    dead_letters.insert(conn, dead)
+    counters.add(conn, result.per_project)
     return result
 
 
-def dedupe_within(events: list[Event], result: BatchResult) -> list[Event]:
-    """Keep the first of each (project, messageId) in the batch; count the rest."""
-    seen: dict[tuple[int, str], Event] = {}
-    unique = []
-    for e in events:
-        key = (e.project_id, e.message_id)
-        first = seen.get(key)
-        if first is None:
-            seen[key] = e
-            unique.append(e)
-            continue
-        result.count(e.project_id, "duplicates")
-        if first.content_hash != e.content_hash:
-            result.count(e.project_id, "conflicting")
-    return unique
-
-
-def dead_letter(
-    conn: psycopg.Connection,
-    project_id: int,
-    call: dict[str, Any],
-    stage: str,
-    reason: str,
-    error: BaseException,
-) -> None:
-    message_id = call.get("messageId") or call.get("message_id")
-    conn.execute(
-        """
-        INSERT INTO dead_letters (project_id, message_id, payload, stage, reason, error, traceback)
-        VALUES (%s, %s, %s, %s, %s, %s, %s)
-        """,
-        (
-            project_id,
-            message_id,
-            Jsonb(call, dumps=lambda v: orjson.dumps(v).decode()),
-            stage,
-            reason,
-            str(error),
-            "".join(traceback.format_exception(error)),
-        ),
+def _dead_letter(
+    project_id: int, call: dict[str, Any], stage: str, reason: str, error: BaseException
+) -> DeadLetter:
+    return DeadLetter(
+        project_id=project_id,
+        message_id=call.get("messageId") or call.get("message_id"),
+        payload=call,
+        stage=stage,
+        reason=reason,
+        error=str(error),
+        traceback="".join(traceback.format_exception(error)),
     )

@@ -1,164 +1,100 @@
-"""Store: one transaction per batch, set-based SQL, idempotent under redelivery.
+"""Store: load (and lock) the identity graph a batch touches, then write the batch's plan
+with set-based statements, all inside the batch's one transaction.
 
-Dedupe happens here because PostgreSQL is its authority: `message_ids` has a primary key
-on (project, messageId), rows go in sorted (so two workers lock keys in the same order
-and cannot deadlock), and only the ids this transaction inserted become events. A batch
-redelivered after a crash finds all its keys taken and writes nothing twice.
+Lock order, the same in every worker so batches cannot deadlock on each other: dedup keys
+(claimed sorted), then the batch's identifiers, then the profiles they lead to (advisory
+locks, sorted by hash). Two workers resolving the first calls of one new visitor at once
+therefore run one after the other, and the second finds the first's profile.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
+from ingest.store import accounts, events, identities, merges, profiles
+from ingest.store.profiles import ProfileRow
 from workers.normalize import Event
+from workers.resolve import Graph, Merge, Plan, Profile, lookup_keys
+
+MAX_LOCK_ROUNDS = 5
 
 
-@dataclass(slots=True)
-class BatchResult:
-    stored: int = 0
-    duplicates: int = 0
-    conflicting: int = 0
-    rejected: int = 0
-    per_project: dict[int, Counter[str]] = field(default_factory=dict)
-
-    def count(self, project_id: int, what: str, n: int = 1) -> None:
-        self.per_project.setdefault(project_id, Counter())[what] += n
+def _identity_lock(project_id: int, kind: str, value: str) -> str:
+    return f"{project_id}:{kind}:{value}"
 
 
-@dataclass(slots=True)
-class RejectionRow:
-    project_id: int
-    received_at: str
-    source: str
-    index: int | None
-    code: str
-    message: str
-    payload: str
+def _profile_lock(profile_id: int) -> str:
+    return f"profile:{profile_id}"
 
 
-def insert_rejections(conn: psycopg.Connection, rows: list[RejectionRow]) -> None:
-    if not rows:
-        return
-    with conn.cursor().copy(
-        "COPY rejections (project_id, received_at, source, item_index, code, message, payload)"
-        " FROM STDIN"
-    ) as copy:
-        for r in rows:
-            copy.write_row(
-                (r.project_id, r.received_at, r.source, r.index, r.code, r.message, r.payload)
-            )
-
-
-def claim_message_ids(conn: psycopg.Connection, events: list[Event]) -> set[tuple[int, str]]:
-    """Insert the dedup keys; return the (project, messageId) pairs this batch now owns."""
-    if not events:
-        return set()
-    rows = sorted({(e.project_id, e.message_id): e.content_hash for e in events}.items())
-    cur = conn.execute(
-        """
-        INSERT INTO message_ids (project_id, message_id, content_hash)
-        SELECT p, m, h FROM unnest(%s::bigint[], %s::text[], %s::bytea[]) AS t(p, m, h)
-        ORDER BY p, m
-        ON CONFLICT (project_id, message_id) DO NOTHING
-        RETURNING project_id, message_id
-        """,
-        (
-            [p for (p, _), _ in rows],
-            [m for (_, m), _ in rows],
-            [h for _, h in rows],
-        ),
-    )
-    return {(int(p), str(m)) for p, m in cur.fetchall()}
-
-
-def known_hashes(
-    conn: psycopg.Connection, keys: list[tuple[int, str]]
-) -> dict[tuple[int, str], bytes]:
-    """Content hashes already stored for these keys (to flag conflicting duplicates)."""
-    if not keys:
-        return {}
-    cur = conn.execute(
-        """
-        SELECT k.project_id, k.message_id, k.content_hash
-        FROM message_ids k
-        JOIN unnest(%s::bigint[], %s::text[]) AS t(p, m)
-          ON k.project_id = t.p AND k.message_id = t.m
-        """,
-        ([p for p, _ in keys], [m for _, m in keys]),
-    )
-    return {(int(p), str(m)): bytes(h) for p, m, h in cur.fetchall()}
-
-
-def _json(value: Any) -> Jsonb:
-    return Jsonb(value, dumps=_dumps)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def insert_events(conn: psycopg.Connection, events: list[Event]) -> None:
-    if not events:
-        return
-    with conn.cursor().copy(
-        """
-        COPY events (project_id, message_id, profile_id, type, event, name, properties, context,
-                     "timestamp", original_timestamp, sent_at, received_at, source, payload)
-        FROM STDIN
-        """
-    ) as copy:
-        for e in events:
-            copy.write_row(
-                (
-                    e.project_id,
-                    e.message_id,
-                    e.profile,
-                    e.type,
-                    e.event,
-                    e.name,
-                    _json(e.properties),
-                    _json(e.context),
-                    e.timestamp,
-                    e.original_timestamp,
-                    e.sent_at,
-                    e.received_at,
-                    e.source,
-                    _json(e.payload),
-                )
-            )
-
-
-def add_counters(conn: psycopg.Connection, result: BatchResult) -> None:
-    """Move the per-project counters with the rows (last in the transaction: the row lock
-    on a project's counters is held only for the commit)."""
-    for project_id in sorted(result.per_project):
-        c = result.per_project[project_id]
-        conn.execute(
-            """
-            INSERT INTO project_counters AS pc
-                (project_id, stored, duplicates, conflicting_duplicates, rejected, dead_lettered)
-            VALUES (%s, %s, %s, %s, %s, %s)
-            ON CONFLICT (project_id) DO UPDATE SET
-                stored = pc.stored + EXCLUDED.stored,
-                duplicates = pc.duplicates + EXCLUDED.duplicates,
-                conflicting_duplicates =
-                    pc.conflicting_duplicates + EXCLUDED.conflicting_duplicates,
-                rejected = pc.rejected + EXCLUDED.rejected,
-                dead_lettered = pc.dead_lettered + EXCLUDED.dead_lettered,
-                updated_at = now()
-            """,
-            (
-                project_id,
-                c["stored"],
-                c["duplicates"],
-                c["conflicting"],
-                c["rejected"],
-                c["dead_lettered"],
-            ),
+def load_graph(conn: psycopg.Connection, project_id: int, batch: list[Event]) -> Graph:
+    keys = lookup_keys(batch)
+    identities.lock(conn, [_identity_lock(project_id, k, v) for k, v in keys])
+    owners = identities.owners(conn, project_id, keys)
+    locked: set[int] = set()
+    for _ in range(MAX_LOCK_ROUNDS):
+        # Lock the profiles found, then look again: a merge that committed meanwhile may
+        # have moved an identifier to a profile not yet locked.
+        need = sorted(set(owners.values()) - locked)
+        if not need:
+            break
+        identities.lock(conn, [_profile_lock(p) for p in need])
+        locked.update(need)
+        owners = identities.owners(conn, project_id, keys)
+    ids = sorted(set(owners.values()))
+    rows = profiles.load(conn, ids)
+    emails = identities.emails_of(conn, ids)
+    graph = Graph(owner=owners)
+    for profile_id, row in rows.items():
+        graph.profiles[profile_id] = Profile(
+            id=profile_id,
+            email=emails.get(profile_id),
+            traits=dict(row.traits),
+            trait_times=dict(row.trait_times),
+            event_count=row.event_count,
+            first_seen=row.first_seen,
+            last_seen=row.last_seen,
         )
+    return graph
+
+
+def apply(
+    conn: psycopg.Connection, project_id: int, batch: list[Event], plan: Plan, graph: Graph
+) -> None:
+    temp = sorted((p.id for p in graph.profiles.values() if p.new), reverse=True)
+    remap = dict(zip(temp, profiles.allocate_ids(conn, len(temp)), strict=True))
+
+    def real(profile_id: int) -> int:
+        final = graph.final(profile_id)
+        return remap.get(final, final)
+
+    profiles.upsert(
+        conn,
+        project_id,
+        [
+            ProfileRow(real(p.id), p.traits, p.trait_times, p.event_count, p.first_seen,
+                       p.last_seen)
+            for p in plan.changed_profiles(graph)
+        ],
+    )  # fmt: skip
+    pairs = [(m.from_profile, real(m.into_profile)) for m in plan.merges]
+    identities.move(conn, pairs)
+    events.move(conn, pairs)
+    accounts.move_links(conn, pairs)
+    profiles.mark_merged(conn, pairs)
+    # A merge names the profile merged away as it was; a refused merge names both sides as
+    # they end up (either may be a profile this batch created).
+    log = [Merge(m.from_profile, real(m.into_profile), m.reason, m.message_id) for m in plan.merges]
+    log += [Merge(real(m.from_profile), real(m.into_profile), m.reason, m.message_id, True)
+            for m in plan.refused]  # fmt: skip
+    merges.log(conn, project_id, log)
+    identities.insert(conn, project_id, {key: real(p) for key, p in plan.new_identities.items()})
+    events.insert(conn, batch, [real(p) for p in plan.assignments])
+    latest: dict[str, dict[str, Any]] = {}
+    for event in batch:
+        if event.account is not None:
+            latest[event.account["group_id"]] = event.account
+    account_ids = accounts.upsert(conn, project_id, list(latest.values()))
+    accounts.link(conn, project_id, [(real(p), account_ids[g]) for p, g in plan.account_links])

@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
+from ingest.store import message_ids
 from workers import pipeline
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
     with _Pools.get().connection() as conn, conn.transaction():
         result = pipeline.process(conn, requests, blocked)
     summary = {
-        "stored": sum(c["stored"] for c in result.per_project.values()),
-        "duplicates": sum(c["duplicates"] for c in result.per_project.values()),
-        "rejected": sum(c["rejected"] for c in result.per_project.values()),
-        "dead_lettered": sum(c["dead_lettered"] for c in result.per_project.values()),
+        what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
     log.info("batch done %s", summary)
     return summary
@@ -127,10 +125,6 @@ def expire_message_ids(self: Task) -> int:
     """Forget dedup keys older than the window (a messageId seen again after that is new)."""
     days = get_settings().dedup_window_days
     with _Pools.get().connection() as conn, conn.transaction():
-        cur = conn.execute(
-            "DELETE FROM message_ids WHERE first_seen < now() - make_interval(days => %s)",
-            (days,),
-        )
-        deleted = cur.rowcount
+        deleted = message_ids.expire(conn, days)
     log.info("expired %d dedup keys older than %d days", deleted, days)
     return deleted

@@ -1,0 +1,99 @@
+"""The `identities` table: (project, kind, value) -> profile. One holder per identifier."""
+
+from __future__ import annotations
+
+import psycopg
+
+Key = tuple[str, str]  # (kind, value)
+
+
+def lock(conn: psycopg.Connection, names: list[str]) -> None:
+    """Transaction-scoped advisory locks on identifiers (or profiles), taken in one global
+    order (by hash), so two batches touching the same visitor run one after the other and
+    cannot deadlock on these locks. `names` are strings such as `7:email:ann@acme.com`."""
+    if not names:
+        return
+    conn.execute(
+        """
+        SELECT pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest(%s::text[]) AS n
+              ORDER BY h) AS ordered
+        """,
+        (names,),
+    ).fetchall()
+
+
+def owners(conn: psycopg.Connection, project_id: int, keys: list[Key]) -> dict[Key, int]:
+    if not keys:
+        return {}
+    cur = conn.execute(
+        """
+        SELECT i.kind, i.value, i.profile_id
+        FROM identities i
+        JOIN unnest(%s::text[], %s::text[]) AS t(kind, value)
+          ON i.kind = t.kind AND i.value = t.value
+        WHERE i.project_id = %s
+        """,
+        ([k for k, _ in keys], [v for _, v in keys], project_id),
+    )
+    return {(str(k), str(v)): int(p) for k, v, p in cur.fetchall()}
+
+
+def emails_of(conn: psycopg.Connection, profile_ids: list[int]) -> dict[int, str]:
+    if not profile_ids:
+        return {}
+    cur = conn.execute(
+        "SELECT profile_id, value FROM identities WHERE profile_id = ANY(%s) AND kind = 'email'",
+        (profile_ids,),
+    )
+    return {int(p): str(v) for p, v in cur.fetchall()}
+
+
+def insert(conn: psycopg.Connection, project_id: int, rows: dict[Key, int]) -> None:
+    if not rows:
+        return
+    items = sorted(rows.items())
+    conn.execute(
+        """
+        INSERT INTO identities (project_id, kind, value, profile_id)
+        SELECT %s, k, v, p FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(k, v, p)
+        ON CONFLICT (project_id, kind, value) DO NOTHING
+        """,
+        (project_id, [k for (k, _), _ in items], [v for (_, v), _ in items], [p for _, p in items]),
+    )
+
+
+def move(conn: psycopg.Connection, pairs: list[tuple[int, int]]) -> None:
+    """Repoint the identities of each merged-away profile to the profile it merged into."""
+    if not pairs:
+        return
+    conn.execute(
+        """
+        UPDATE identities i SET profile_id = m.into_id
+        FROM unnest(%s::bigint[], %s::bigint[]) AS m(from_id, into_id)
+        WHERE i.profile_id = m.from_id
+        """,
+        ([f for f, _ in pairs], [t for _, t in pairs]),
+    )
+
+
+def of_profiles(conn: psycopg.Connection, profile_ids: list[int]) -> dict[int, list[Key]]:
+    out: dict[int, list[Key]] = {}
+    if not profile_ids:
+        return out
+    cur = conn.execute(
+        "SELECT profile_id, kind, value FROM identities WHERE profile_id = ANY(%s)"
+        " ORDER BY profile_id, kind, created_at, value",
+        (profile_ids,),
+    )
+    for p, k, v in cur.fetchall():
+        out.setdefault(int(p), []).append((str(k), str(v)))
+    return out
+
+
+def find_profiles(conn: psycopg.Connection, project_id: int, kind: str, value: str) -> list[int]:
+    cur = conn.execute(
+        "SELECT profile_id FROM identities WHERE project_id = %s AND kind = %s AND value = %s",
+        (project_id, kind, value),
+    )
+    return [int(r[0]) for r in cur.fetchall()]

@@ -1,0 +1,53 @@
+"""The `message_ids` table: deduplication keys, the authority on "seen this messageId"."""
+
+from __future__ import annotations
+
+import psycopg
+
+Key = tuple[int, str]  # (project_id, message_id)
+
+
+def claim(conn: psycopg.Connection, hashes: dict[Key, bytes]) -> set[Key]:
+    """Insert the keys; return those this transaction inserted (the others were seen).
+
+    Rows go in sorted, so two transactions claiming overlapping keys wait on each other in
+    the same order and cannot deadlock; the second one sees the first's keys as taken.
+    """
+    if not hashes:
+        return set()
+    rows = sorted(hashes.items())
+    cur = conn.execute(
+        """
+        INSERT INTO message_ids (project_id, message_id, content_hash)
+        SELECT p, m, h FROM unnest(%s::bigint[], %s::text[], %s::bytea[]) AS t(p, m, h)
+        ORDER BY p, m
+        ON CONFLICT (project_id, message_id) DO NOTHING
+        RETURNING project_id, message_id
+        """,
+        ([p for (p, _), _ in rows], [m for (_, m), _ in rows], [h for _, h in rows]),
+    )
+    return {(int(p), str(m)) for p, m in cur.fetchall()}
+
+
+def content_hashes(conn: psycopg.Connection, keys: list[Key]) -> dict[Key, bytes]:
+    """The content hash stored with each key (to tell conflicting duplicates apart)."""
+    if not keys:
+        return {}
+    cur = conn.execute(
+        """
+        SELECT k.project_id, k.message_id, k.content_hash
+        FROM message_ids k
+        JOIN unnest(%s::bigint[], %s::text[]) AS t(p, m)
+          ON k.project_id = t.p AND k.message_id = t.m
+        """,
+        ([p for p, _ in keys], [m for _, m in keys]),
+    )
+    return {(int(p), str(m)): bytes(h) for p, m, h in cur.fetchall()}
+
+
+def expire(conn: psycopg.Connection, days: int) -> int:
+    """Forget keys older than the window: a messageId seen again after that is new."""
+    cur = conn.execute(
+        "DELETE FROM message_ids WHERE first_seen < now() - make_interval(days => %s)", (days,)
+    )
+    return cur.rowcount
