@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     )
     visibility_timeout: int = Field(
         default=900,
-        ge=30,
+        ge=5,
         description="Seconds before an unacknowledged message is redelivered (kombu); longer than"
         " any batch takes, the same in every process sharing the broker.",
     )

@@ -25,26 +25,21 @@ class Deduped:
 def dedupe(conn: psycopg.Connection, events: list[Event]) -> Deduped:
     out = Deduped()
     first: dict[tuple[int, str], Event] = {}
+    repeats: list[Event] = []
     for event in events:
         key = (event.project_id, event.message_id)
-        seen = first.get(key)
-        if seen is None:
+        if key in first:
+            repeats.append(event)
+        else:
             first[key] = event
-            continue
-        out.duplicates.append(event)
-        if seen.content_hash != event.content_hash:
-            out.conflicting.append(event)
     owned = message_ids.claim(conn, {key: e.content_hash for key, e in first.items()})
-    repeated = [key for key in first if key not in owned]
-    stored = message_ids.content_hashes(conn, repeated)
-    for key in repeated:
-        event = first[key]
+    seen_before = [key for key in first if key not in owned]
+    # What a repeat is compared with: the content stored first, before or in this batch.
+    reference = {key: e.content_hash for key, e in first.items() if key in owned}
+    reference.update(message_ids.content_hashes(conn, seen_before))
+    for event in [first[key] for key in seen_before] + repeats:
         out.duplicates.append(event)
-        if stored.get(key) != event.content_hash:
+        if reference.get((event.project_id, event.message_id)) != event.content_hash:
             out.conflicting.append(event)
-    out.new = [
-        e
-        for e in events
-        if (e.project_id, e.message_id) in owned and first[(e.project_id, e.message_id)] is e
-    ]
+    out.new = [first[key] for key in first if key in owned]
     return out

@@ -40,6 +40,11 @@ def make_app(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             "global_keyprefix": settings.redis_key_prefix,
+            # kombu scans for expired unacked messages every interval x throttle seconds
+            # (100 s by default); scan every few seconds so a batch of a worker that died
+            # is redelivered soon after its visibility timeout.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue_name,
