@@ -127,6 +127,116 @@ def projects_revoke(name: str) -> None:
     typer.echo(f"revoked {name}")
 
 
+def _project(conn: psycopg.Connection, name: str) -> projects.Project:
+    found = projects.get_by_name(conn, name)
+    if found is None:
+        raise _fail(f"no project named {name!r}")
+    return found
+
+
+def _print_json(value: object) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def stats(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Counts of a project: received = stored + duplicates + rejected + dead_lettered +
+    in_flight."""
+    import redis
+
+    from ingest import reports
+
+    settings = _settings()
+    url = _database_url(settings)
+    client = redis.Redis.from_url(settings.require_redis_url())
+    with psycopg.connect(url, autocommit=True) as conn:
+        project = _project(conn, name)
+        received = client.hget(reports.received_key(settings.redis_key_prefix), str(project.id))
+        out = reports.stats(conn, project, int(received or 0))
+    out["queue_depth"] = int(client.llen(settings.queue_key))
+    if as_json:
+        _print_json(out)
+        return
+    table = Table("count", "value", title=f"project {name}")
+    for key, value in out.items():
+        if key != "project":
+            table.add_row(key, f"{value:,}")
+    console.print(table)
+
+
+@app.command("profiles")
+def profiles_lookup(
+    name: str,
+    email: Annotated[str | None, typer.Option(help="Find by email.")] = None,
+    profile_id: Annotated[str | None, typer.Option(help="Find by Koala profile_id.")] = None,
+    user_id: Annotated[str | None, typer.Option(help="Find by Segment userId.")] = None,
+    anonymous_id: Annotated[str | None, typer.Option(help="Find by anonymousId.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find a visitor profile by one identifier."""
+    from ingest import reports
+
+    given = {
+        k: v
+        for k, v in (
+            ("email", email),
+            ("profile_id", profile_id),
+            ("user_id", user_id),
+            ("anonymous_id", anonymous_id),
+        )
+        if v
+    }
+    if len(given) != 1:
+        raise _fail("give exactly one of --email, --profile-id, --user-id, --anonymous-id")
+    [(kind, value)] = given.items()
+    settings = _settings()
+    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+        project = _project(conn, name)
+        found = reports.find_profiles(
+            conn, project, kind, value, frozenset(settings.blocked_identifiers)
+        )
+    if as_json:
+        _print_json({"profiles": found})
+        return
+    if not found:
+        typer.echo("no profile")
+    for p in found:
+        table = Table("field", "value", title=f"profile {p['id']}")
+        for key in ("emails", "profile_ids", "user_ids", "anonymous_ids"):
+            table.add_row(key, ", ".join(p[key]))
+        table.add_row("accounts", ", ".join(a["domain"] or a["group_id"] for a in p["accounts"]))
+        table.add_row("traits", orjson.dumps(p["traits"]).decode())
+        table.add_row("events", str(p["event_count"]))
+        table.add_row("first / last seen", f"{p['first_seen']} / {p['last_seen']}")
+        console.print(table)
+
+
+@app.command("events")
+def events_list(
+    name: str,
+    profile: int,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A profile's latest events, newest first."""
+    from ingest import reports
+
+    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+        page = reports.profile_events(conn, _project(conn, name), profile, limit, None)
+    if page is None:
+        raise _fail(f"no profile {profile} in {name}")
+    if as_json:
+        _print_json(page)
+        return
+    table = Table("timestamp", "type", "event / name", "message id", title=f"profile {profile}")
+    for e in page["events"]:
+        table.add_row(e["timestamp"], e["type"], e["event"] or e["name"] or "", e["message_id"])
+    console.print(table)
+
+
 @app.command()
 def web() -> None:
     """Run the HTTP receiver on $PORT."""

@@ -210,6 +210,7 @@ def build() -> dict[str, Any]:
             "responses": {"200": {"description": "Text format."}},
         }
     }
+    paths.update(_admin_paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -222,11 +223,75 @@ def build() -> dict[str, Any]:
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN."},
                 "writeKey": {
                     "type": "http",
                     "scheme": "basic",
                     "description": "Write key as the user name, empty password.",
-                }
+                },
             },
         },
+    }
+
+
+def _admin_get(summary: str, params: list[dict[str, Any]], ok: str) -> dict[str, Any]:
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "get": {
+            "summary": summary,
+            "security": [{"adminToken": []}],
+            "parameters": [name, *params],
+            "responses": {
+                "200": {"description": ok},
+                "400": ERRORS["400"],
+                "401": _json("Error", "Missing or wrong Bearer token."),
+                "404": _json("Error", "No such project or profile."),
+            },
+        }
+    }
+
+
+def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": kind},
+    }
+
+
+def _admin_paths() -> dict[str, Any]:
+    base = "/admin/projects/{name}"
+    lookups = [
+        _query(k, f"Find the profile holding this {k}.")
+        for k in ("email", "profile_id", "user_id", "anonymous_id")
+    ]
+    page = [
+        _query("limit", "At most this many (1-1000).", "integer"),
+        _query("cursor", "`next` of the previous page."),
+    ]
+    profile = {"name": "profile_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {
+        base + "/stats": _admin_get(
+            "Counts: received = stored + duplicates + rejected + dead_lettered + in_flight.",
+            [],
+            "`received`, `stored`, `duplicates`, `conflicting_duplicates`, `rejected`,"
+            " `dead_lettered`, `in_flight`, `queue_depth`.",
+        ),
+        base + "/profiles": _admin_get(
+            "Profiles by one identifier (an email is normalized first).",
+            lookups,
+            '`{"profiles": [...]}` with ids, identifiers, traits, accounts, counts.',
+        ),
+        base + "/profiles/{profile_id}/events": _admin_get(
+            "A profile's events, newest first.",
+            [profile, *page],
+            '`{"events": [...], "next": cursor or null}`.',
+        ),
+        base + "/rejections": _admin_get(
+            "Calls refused for their content, newest first.",
+            [page[0]],
+            '`{"rejections": [...]}` with code, message and payload.',
+        ),
     }

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest import metrics, openapi
+from ingest.admin import Admin
 from ingest.config import Settings
 from ingest.keys import ProjectKeys
 from ingest.queue import QueuedRequest, QueueFull, QueueUnavailable, QueueWriter
@@ -260,15 +261,17 @@ class Receiver:
         return reasons
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[Any]]
 
 
-def endpoint(kind: str, handler: Handler) -> Handler:
-    """Map WireError to its answer and count every answer by endpoint kind and status."""
+def endpoint(kind: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Map WireError to its answer, a plain result to JSON, and count every answer by
+    endpoint kind and status."""
 
     async def run(request: Request) -> Response:
         try:
-            response = await handler(request)
+            result = await handler(request)
+            response = result if isinstance(result, Response) else json_response(result)
         except WireError as error:
             metrics.REQUEST_ERRORS.labels(error.code).inc()
             response = error_response(error)
@@ -280,6 +283,7 @@ def endpoint(kind: str, handler: Handler) -> Handler:
 
 def create_app(settings: Settings) -> Starlette:
     receiver = Receiver(settings)
+    admin = Admin(settings, receiver.redis)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -287,6 +291,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            admin.close()
             await receiver.stop()
 
     def single(call_type: str) -> Handler:
@@ -344,6 +349,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *admin.routes(endpoint),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.receiver = receiver

@@ -31,8 +31,14 @@ def t(s: str) -> datetime:
 
 
 def test_clock_skew_rule_uses_received_minus_sent_minus_original() -> None:
-    e = seg({"type": "track", "event": "E", "timestamp": "2026-11-23T12:00:00Z",
-             "sentAt": "2026-11-23T12:00:05Z"})  # fmt: skip
+    e = seg(
+        {
+            "type": "track",
+            "event": "E",
+            "timestamp": "2026-11-23T12:00:00Z",
+            "sentAt": "2026-11-23T12:00:05Z",
+        }
+    )
     # the client clock is 5 s behind... the call was made 5 s before it was sent
     assert e.timestamp == t("2026-11-23T12:00:05Z")
     assert e.original_timestamp == t("2026-11-23T12:00:00Z")
@@ -41,8 +47,9 @@ def test_clock_skew_rule_uses_received_minus_sent_minus_original() -> None:
 
 
 def test_without_sent_at_the_client_timestamp_is_kept_and_without_one_received_at() -> None:
-    assert seg({"type": "track", "event": "E", "timestamp": "2026-01-01T00:00:00+02:00"}
-               ).timestamp == t("2025-12-31T22:00:00Z")  # fmt: skip
+    assert seg(
+        {"type": "track", "event": "E", "timestamp": "2026-01-01T00:00:00+02:00"}
+    ).timestamp == t("2025-12-31T22:00:00Z")
     assert seg({"type": "track", "event": "E"}).timestamp == t(RECEIVED)
     assert corrected_timestamp(t(RECEIVED), None, None) == t(RECEIVED)
 
@@ -71,17 +78,32 @@ def test_email_comes_from_traits_context_traits_or_properties(call: dict, email:
 
 
 def test_profile_id_from_properties_traits_and_context_traits() -> None:
-    assert seg({"type": "track", "event": "E", "properties": {"profile_id": "k1"}}
-               ).ids.profile_id == "k1"  # fmt: skip
+    assert (
+        seg({"type": "track", "event": "E", "properties": {"profile_id": "k1"}}).ids.profile_id
+        == "k1"
+    )
     assert seg({"type": "identify", "traits": {"profile_id": "k2"}}).ids.profile_id == "k2"
     assert seg({"type": "page", "context": {"traits": {"profile_id": "k3"}}}).ids.profile_id == "k3"
 
 
 @pytest.mark.parametrize(
     "value",
-    ["", "null", "NULL", "undefined", "anonymous", "0", "-1", "[object Object]",
-     "00000000-0000-0000-0000-000000000000", None, True, {}, "  "],
-)  # fmt: skip
+    [
+        "",
+        "null",
+        "NULL",
+        "undefined",
+        "anonymous",
+        "0",
+        "-1",
+        "[object Object]",
+        "00000000-0000-0000-0000-000000000000",
+        None,
+        True,
+        {},
+        "  ",
+    ],
+)
 def test_blocked_values_never_identify_anyone(value: object) -> None:
     assert clean_identifier(value, BLOCKED) is None
     e = seg({"type": "track", "event": "E", "userId": value, "anonymousId": value})
@@ -100,17 +122,34 @@ def test_identify_traits_fall_back_to_context_traits() -> None:
 
 
 def test_page_takes_url_path_referrer_title_from_context_page() -> None:
-    e = seg({"type": "page", "name": "Pricing", "context": {"page": {
-        "url": "https://x.io/pricing", "path": "/pricing", "referrer": "https://g.co",
-        "title": "Pricing", "search": "?a=1"}}})  # fmt: skip
+    e = seg(
+        {
+            "type": "page",
+            "name": "Pricing",
+            "context": {
+                "page": {
+                    "url": "https://x.io/pricing",
+                    "path": "/pricing",
+                    "referrer": "https://g.co",
+                    "title": "Pricing",
+                    "search": "?a=1",
+                }
+            },
+        }
+    )
     assert e.name == "Pricing"
     assert e.properties["url"] == "https://x.io/pricing" and e.properties["path"] == "/pricing"
     assert e.properties["referrer"] == "https://g.co" and e.properties["title"] == "Pricing"
 
 
 def test_group_makes_an_account_with_domain_from_traits() -> None:
-    e = seg({"type": "group", "groupId": "g1", "traits": {"name": "Acme",
-             "website": "https://www.Acme.com/about"}})  # fmt: skip
+    e = seg(
+        {
+            "type": "group",
+            "groupId": "g1",
+            "traits": {"name": "Acme", "website": "https://www.Acme.com/about"},
+        }
+    )
     assert e.account == {
         "group_id": "g1",
         "domain": "acme.com",
@@ -130,8 +169,12 @@ def test_webhook_calls_normalize_like_api_calls() -> None:
 
 
 def test_koala_item_takes_shared_profile_id_email_traits_and_ip() -> None:
-    shared = {"profile_id": "ko-1", "email": "Ann@Acme.com", "ip": "5.6.7.8",
-              "traits": {"plan": "pro"}}  # fmt: skip
+    shared = {
+        "profile_id": "ko-1",
+        "email": "Ann@Acme.com",
+        "ip": "5.6.7.8",
+        "traits": {"plan": "pro"},
+    }
     item = {
         "type": "track",
         "event": "Viewed",
@@ -170,8 +213,9 @@ def test_same_call_retried_has_the_same_content_hash_and_a_changed_one_does_not(
 
 def test_a_call_without_message_id_or_stamp_cannot_be_normalized() -> None:
     with pytest.raises(NormalizeError) as error:
-        normalize(1, "segment", {"type": "track", "event": "E", "receivedAt": RECEIVED}, None,
-                  BLOCKED)  # fmt: skip
+        normalize(
+            1, "segment", {"type": "track", "event": "E", "receivedAt": RECEIVED}, None, BLOCKED
+        )
     assert error.value.reason == "missing_message_id"
     with pytest.raises(NormalizeError):
         normalize(1, "segment", {"type": "track", "event": "E", "messageId": "m"}, None, BLOCKED)

@@ -12,24 +12,41 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 _ids = itertools.count()
 
 
-def ev(kind: str = "track", *, email: str | None = None, profile_id: str | None = None,
-       user_id: str | None = None, anonymous_id: str | None = None, at: int = 0,
-       traits: dict | None = None, previous_id: str | None = None,
-       account: dict | None = None) -> Event:  # fmt: skip
+def ev(
+    kind: str = "track",
+    *,
+    email: str | None = None,
+    profile_id: str | None = None,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    at: int = 0,
+    traits: dict | None = None,
+    previous_id: str | None = None,
+    account: dict | None = None,
+) -> Event:
     when = T0 + timedelta(minutes=at)
     return Event(
-        project_id=1, message_id=f"m{next(_ids)}", type=kind, source="segment", timestamp=when,
-        received_at=when, original_timestamp=when, sent_at=None,
-        ids=Identifiers(email, profile_id, user_id, anonymous_id), traits=traits or {},
-        previous_id=previous_id, account=account,
-    )  # fmt: skip
+        project_id=1,
+        message_id=f"m{next(_ids)}",
+        type=kind,
+        source="segment",
+        timestamp=when,
+        received_at=when,
+        original_timestamp=when,
+        sent_at=None,
+        ids=Identifiers(email, profile_id, user_id, anonymous_id),
+        traits=traits or {},
+        previous_id=previous_id,
+        account=account,
+    )
 
 
 def known(*profiles: tuple[int, str | None, list[tuple[str, str]]]) -> Graph:
     graph = Graph()
     for pid, email, keys in profiles:
-        graph.profiles[pid] = Profile(id=pid, email=email, event_count=1, first_seen=T0,
-                                      last_seen=T0)  # fmt: skip
+        graph.profiles[pid] = Profile(
+            id=pid, email=email, event_count=1, first_seen=T0, last_seen=T0
+        )
         for key in keys:
             graph.owner[key] = pid
     return graph
@@ -77,8 +94,10 @@ def test_event_linking_two_profiles_merges_them_and_logs_it() -> None:
 
 def test_two_profiles_with_different_emails_are_never_merged() -> None:
     # a shared laptop: the Koala cookie belongs to Ann, Bob logs in on it
-    graph = known((7, "ann@acme.com", [("email", "ann@acme.com"), ("profile_id", "ko1")]),
-                  (9, "bob@acme.com", [("email", "bob@acme.com")]))  # fmt: skip
+    graph = known(
+        (7, "ann@acme.com", [("email", "ann@acme.com"), ("profile_id", "ko1")]),
+        (9, "bob@acme.com", [("email", "bob@acme.com")]),
+    )
     plan = resolve([ev(email="bob@acme.com", profile_id="ko1")], graph)
     assert plan.assignments == [9]  # the event goes to the profile of its email
     assert plan.merges == []
@@ -127,10 +146,13 @@ def test_alias_between_two_identified_people_is_refused() -> None:
 
 def test_traits_newest_timestamp_wins_even_when_the_older_call_arrives_late() -> None:
     graph = Graph()
-    plan = resolve([
-        ev("identify", user_id="u1", traits={"plan": "pro", "name": "Ann"}, at=10),
-        ev("identify", user_id="u1", traits={"plan": "free", "title": "CTO"}, at=5),
-    ], graph)  # fmt: skip
+    plan = resolve(
+        [
+            ev("identify", user_id="u1", traits={"plan": "pro", "name": "Ann"}, at=10),
+            ev("identify", user_id="u1", traits={"plan": "free", "title": "CTO"}, at=5),
+        ],
+        graph,
+    )
     profile = graph.profiles[plan.assignments[0]]
     assert profile.traits == {"plan": "pro", "name": "Ann", "title": "CTO"}
 
@@ -152,8 +174,13 @@ def test_merge_keeps_the_newest_trait_of_either_profile() -> None:
 def test_every_call_type_counts_as_an_event_with_first_and_last_seen() -> None:
     graph = Graph()
     kinds = ["track", "page", "screen", "identify", "group", "alias"]
-    plan = resolve([ev(k, user_id="u1", at=i, previous_id="p" if k == "alias" else None)
-                    for i, k in enumerate(kinds)], graph)  # fmt: skip
+    plan = resolve(
+        [
+            ev(k, user_id="u1", at=i, previous_id="p" if k == "alias" else None)
+            for i, k in enumerate(kinds)
+        ],
+        graph,
+    )
     profile = graph.profiles[plan.assignments[0]]
     assert len(set(plan.assignments)) == 1
     assert profile.event_count == 6
@@ -168,8 +195,9 @@ def test_group_links_the_profile_to_the_account() -> None:
 
 def test_profiles_created_in_the_batch_merge_without_a_store_merge() -> None:
     graph = Graph()
-    plan = resolve([ev(anonymous_id="a1"), ev(user_id="u1"),
-                    ev(user_id="u1", anonymous_id="a1")], graph)  # fmt: skip
+    plan = resolve(
+        [ev(anonymous_id="a1"), ev(user_id="u1"), ev(user_id="u1", anonymous_id="a1")], graph
+    )
     assert len({graph.final(p) for p in plan.assignments}) == 1
     assert plan.merges == []  # nothing to move in the store: neither existed before
     assert len([p for p in graph.profiles.values() if p.new]) == 1

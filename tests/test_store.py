@@ -22,10 +22,21 @@ def call(kind: str, **fields: Any) -> dict[str, Any]:
     return out
 
 
-def request(project: Project, *calls: dict[str, Any], rejected: list | None = None,
-            source: str = "segment", shared: dict | None = None) -> dict[str, Any]:  # fmt: skip
-    return {"project_id": project.id, "source": source, "received_at": RECEIVED,
-            "shared": shared, "calls": list(calls), "rejected": rejected or []}  # fmt: skip
+def request(
+    project: Project,
+    *calls: dict[str, Any],
+    rejected: list | None = None,
+    source: str = "segment",
+    shared: dict | None = None,
+) -> dict[str, Any]:
+    return {
+        "project_id": project.id,
+        "source": source,
+        "received_at": RECEIVED,
+        "shared": shared,
+        "calls": list(calls),
+        "rejected": rejected or [],
+    }
 
 
 def run(db: psycopg.Connection, *requests: dict[str, Any]) -> Any:
@@ -45,15 +56,21 @@ def profiles_of(db: psycopg.Connection, project: Project) -> list[tuple[Any, ...
 
 
 def test_batch_redelivered_writes_nothing_twice(db: psycopg.Connection, project: Project) -> None:
-    req = request(project, call("track", event="A", anonymousId="a1"),
-                  call("identify", userId="u1", traits={"email": "ann@acme.com"}))  # fmt: skip
+    req = request(
+        project,
+        call("track", event="A", anonymousId="a1"),
+        call("identify", userId="u1", traits={"email": "ann@acme.com"}),
+    )
     first = run(db, req)
     again = run(db, req)
     assert (first.total("stored"), again.total("stored"), again.total("duplicates")) == (2, 0, 2)
     n = db.execute("SELECT count(*) FROM events WHERE project_id = %s", (project.id,)).fetchone()
     assert n == (2,)
-    counters = db.execute("SELECT stored, duplicates, conflicting_duplicates FROM "
-                          "project_counters WHERE project_id = %s", (project.id,)).fetchone()  # fmt: skip
+    counters = db.execute(
+        "SELECT stored, duplicates, conflicting_duplicates FROM "
+        "project_counters WHERE project_id = %s",
+        (project.id,),
+    ).fetchone()
     assert counters == (2, 2, 0)
 
 
@@ -66,8 +83,9 @@ def test_same_message_id_with_different_content_is_a_conflicting_duplicate(
     result = run(db, request(project, b, a))
     assert result.total("duplicates") == 2
     assert result.total("conflicting_duplicates") == 1
-    [(event,)] = db.execute("SELECT event FROM events WHERE project_id = %s AND message_id = "
-                            "'same'", (project.id,)).fetchall()  # fmt: skip
+    [(event,)] = db.execute(
+        "SELECT event FROM events WHERE project_id = %s AND message_id = 'same'", (project.id,)
+    ).fetchall()
     assert event == "A"
 
 
@@ -76,35 +94,61 @@ def test_anonymous_visitor_then_identified_in_a_later_batch_is_one_profile(
 ) -> None:
     run(db, request(project, call("page", anonymousId="a1", properties={"profile_id": "ko-1"})))
     run(db, request(project, call("track", event="Viewed", anonymousId="a1")))
-    run(db, request(project, call("identify", userId="u1", anonymousId="a1",
-                                  traits={"email": "Ann@Acme.com", "name": "Ann"})))  # fmt: skip
+    run(
+        db,
+        request(
+            project,
+            call(
+                "identify",
+                userId="u1",
+                anonymousId="a1",
+                traits={"email": "Ann@Acme.com", "name": "Ann"},
+            ),
+        ),
+    )
     [(pid, count, ids)] = profiles_of(db, project)
     assert count == 3
     assert ids == ["anonymous_id=a1", "email=ann@acme.com", "profile_id=ko-1", "user_id=u1"]
-    events = db.execute("SELECT DISTINCT profile_id FROM events WHERE project_id = %s",
-                        (project.id,)).fetchall()  # fmt: skip
+    events = db.execute(
+        "SELECT DISTINCT profile_id FROM events WHERE project_id = %s", (project.id,)
+    ).fetchall()
     assert events == [(pid,)]
 
 
 def test_merge_moves_identities_events_and_accounts_and_is_logged(
     db: psycopg.Connection, project: Project
 ) -> None:
-    run(db, request(project, call("group", anonymousId="a1", groupId="g1",
-                                  traits={"name": "Acme", "domain": "acme.com"})))  # fmt: skip
+    run(
+        db,
+        request(
+            project,
+            call(
+                "group",
+                anonymousId="a1",
+                groupId="g1",
+                traits={"name": "Acme", "domain": "acme.com"},
+            ),
+        ),
+    )
     run(db, request(project, call("identify", userId="u1", traits={"email": "ann@acme.com"})))
     assert len(profiles_of(db, project)) == 2
     run(db, request(project, call("track", event="Linked", userId="u1", anonymousId="a1")))
     [(pid, count, ids)] = profiles_of(db, project)
     assert count == 3 and "anonymous_id=a1" in ids and "user_id=u1" in ids
-    links = db.execute("SELECT a.group_id, a.domain FROM profile_accounts pa JOIN accounts a "
-                       "ON a.id = pa.account_id WHERE pa.profile_id = %s", (pid,)).fetchall()  # fmt: skip
+    links = db.execute(
+        "SELECT a.group_id, a.domain FROM profile_accounts pa JOIN accounts a "
+        "ON a.id = pa.account_id WHERE pa.profile_id = %s",
+        (pid,),
+    ).fetchall()
     assert links == [("g1", "acme.com")]
     [(from_p, into_p, refused)] = db.execute(
         "SELECT from_profile, into_profile, refused FROM profile_merges WHERE project_id = %s",
-        (project.id,)).fetchall()  # fmt: skip
+        (project.id,),
+    ).fetchall()
     assert into_p == pid and not refused
-    merged = db.execute("SELECT merged_into, event_count FROM profiles WHERE id = %s",
-                        (from_p,)).fetchone()  # fmt: skip
+    merged = db.execute(
+        "SELECT merged_into, event_count FROM profiles WHERE id = %s", (from_p,)
+    ).fetchone()
     assert merged == (pid, 0)
 
 
@@ -114,12 +158,24 @@ def test_shared_browser_keeps_two_people_apart(db: psycopg.Connection, project: 
         request(project, call("identify", anonymousId="laptop", traits={"email": "ann@acme.com"})),
     )
     run(db, request(project, call("identify", userId="bob", traits={"email": "bob@acme.com"})))
-    run(db, request(project, call("track", event="X", anonymousId="laptop", userId="bob",
-                                  properties={"email": "bob@acme.com"})))  # fmt: skip
+    run(
+        db,
+        request(
+            project,
+            call(
+                "track",
+                event="X",
+                anonymousId="laptop",
+                userId="bob",
+                properties={"email": "bob@acme.com"},
+            ),
+        ),
+    )
     profiles = profiles_of(db, project)
     assert len(profiles) == 2
-    refused = db.execute("SELECT count(*) FROM profile_merges WHERE project_id = %s AND refused",
-                         (project.id,)).fetchone()  # fmt: skip
+    refused = db.execute(
+        "SELECT count(*) FROM profile_merges WHERE project_id = %s AND refused", (project.id,)
+    ).fetchone()
     assert refused == (1,)
     bob = next(p for p in profiles if "email=bob@acme.com" in p[2])
     assert bob[1] == 2  # the event went to Bob
@@ -128,12 +184,28 @@ def test_shared_browser_keeps_two_people_apart(db: psycopg.Connection, project: 
 def test_identify_traits_newest_wins_across_batches(
     db: psycopg.Connection, project: Project
 ) -> None:
-    run(db, request(project, call("identify", userId="u1", timestamp="2026-11-20T10:00:00Z",
-                                  traits={"plan": "pro"})))  # fmt: skip
-    run(db, request(project, call("identify", userId="u1", timestamp="2026-11-19T10:00:00Z",
-                                  traits={"plan": "free", "seats": 3})))  # fmt: skip
-    traits = db.execute("SELECT traits FROM profiles WHERE project_id = %s AND merged_into IS "
-                        "NULL", (project.id,)).fetchone()  # fmt: skip
+    run(
+        db,
+        request(
+            project,
+            call("identify", userId="u1", timestamp="2026-11-20T10:00:00Z", traits={"plan": "pro"}),
+        ),
+    )
+    run(
+        db,
+        request(
+            project,
+            call(
+                "identify",
+                userId="u1",
+                timestamp="2026-11-19T10:00:00Z",
+                traits={"plan": "free", "seats": 3},
+            ),
+        ),
+    )
+    traits = db.execute(
+        "SELECT traits FROM profiles WHERE project_id = %s AND merged_into IS NULL", (project.id,)
+    ).fetchone()
     assert traits == ({"plan": "pro", "seats": 3},)
 
 
@@ -142,30 +214,50 @@ def test_rejections_and_unnormalizable_calls_are_kept_and_counted(
 ) -> None:
     rejected = [{"index": 1, "code": "missing_event", "message": "m", "payload": "{}"}]
     bad = {"type": "track", "event": "E", "userId": "u"}  # no stamps: cannot be normalized
-    result = run(db, request(project, call("track", event="ok", userId="u"), bad,
-                             rejected=rejected))  # fmt: skip
+    result = run(
+        db, request(project, call("track", event="ok", userId="u"), bad, rejected=rejected)
+    )
     assert (result.total("stored"), result.total("rejected"), result.total("dead_lettered")) == (
-        1, 1, 1)  # fmt: skip
-    assert db.execute("SELECT code FROM rejections WHERE project_id = %s", (project.id,)
-                      ).fetchall() == [("missing_event",)]  # fmt: skip
-    assert db.execute("SELECT reason, payload FROM dead_letters WHERE project_id = %s",
-                      (project.id,)).fetchall() == [("missing_message_id", bad)]  # fmt: skip
+        1,
+        1,
+        1,
+    )
+    assert db.execute(
+        "SELECT code FROM rejections WHERE project_id = %s", (project.id,)
+    ).fetchall() == [("missing_event",)]
+    assert db.execute(
+        "SELECT reason, payload FROM dead_letters WHERE project_id = %s", (project.id,)
+    ).fetchall() == [("missing_message_id", bad)]
 
 
 def test_koala_requests_resolve_by_profile_id_then_email(
     db: psycopg.Connection, project: Project
 ) -> None:
     item = {"type": "track", "event": "Viewed Pricing", "receivedAt": RECEIVED}
-    run(db, request(project, dict(item, message_id="k1"), source="koala",
-                    shared={"profile_id": "ko-9"}))  # fmt: skip
-    run(db, request(project, dict(item, message_id="k2", type="identify",
-                                  traits={"$account": {"domain": "acme.com"}}),
-                    source="koala", shared={"profile_id": "ko-9", "email": "dee@acme.com"}))  # fmt: skip
+    run(
+        db,
+        request(
+            project, dict(item, message_id="k1"), source="koala", shared={"profile_id": "ko-9"}
+        ),
+    )
+    run(
+        db,
+        request(
+            project,
+            dict(
+                item, message_id="k2", type="identify", traits={"$account": {"domain": "acme.com"}}
+            ),
+            source="koala",
+            shared={"profile_id": "ko-9", "email": "dee@acme.com"},
+        ),
+    )
     [(pid, count, ids)] = profiles_of(db, project)
     assert count == 2 and ids == ["email=dee@acme.com", "profile_id=ko-9"]
-    assert db.execute("SELECT a.domain FROM profile_accounts pa JOIN accounts a ON "
-                      "a.id = pa.account_id WHERE pa.profile_id = %s", (pid,)).fetchall() == [
-        ("acme.com",)]  # fmt: skip
+    assert db.execute(
+        "SELECT a.domain FROM profile_accounts pa JOIN accounts a ON "
+        "a.id = pa.account_id WHERE pa.profile_id = %s",
+        (pid,),
+    ).fetchall() == [("acme.com",)]
 
 
 class CountingCursor(psycopg.Cursor[Any]):
@@ -186,8 +278,15 @@ def test_statements_per_batch_do_not_grow_with_the_batch(
     db.cursor_factory = CountingCursor
     counts = {}
     for n in (20, 1000):
-        calls = [call("identify", anonymousId=f"v{n}-{i % 50}", groupId="g",
-                      traits={"email": f"p{n}-{i % 50}@x.io"}) for i in range(n)]  # fmt: skip
+        calls = [
+            call(
+                "identify",
+                anonymousId=f"v{n}-{i % 50}",
+                groupId="g",
+                traits={"email": f"p{n}-{i % 50}@x.io"},
+            )
+            for i in range(n)
+        ]
         calls += [call("group", anonymousId=f"v{n}-{i}", groupId=f"g{i}") for i in range(10)]
         CountingCursor.statements = 0
         result = run(db, request(project, *calls))

@@ -26,8 +26,14 @@ def push(servers: Servers, queue: str, messages: list[list[dict]]) -> None:
 
 
 def req(project: Project, calls: list[dict]) -> dict:
-    return {"project_id": project.id, "source": "segment", "received_at": RECEIVED,
-            "shared": None, "calls": calls, "rejected": []}  # fmt: skip
+    return {
+        "project_id": project.id,
+        "source": "segment",
+        "received_at": RECEIVED,
+        "shared": None,
+        "calls": calls,
+        "rejected": [],
+    }
 
 
 def queue_empty(servers: Servers, queue: str) -> bool:
@@ -44,14 +50,21 @@ def test_parallel_workers_resolving_one_new_visitor_end_with_one_profile(
     messages = []
     for v in range(visitors):  # a visitor's first calls side by side: taken at the same moment
         for copy in range(copies):
-            call = {"type": "track", "event": "First", "messageId": f"v{v}-c{copy}",
-                    "anonymousId": f"anon-{v}", "properties": {"profile_id": f"ko-{v}"},
-                    "receivedAt": RECEIVED}  # fmt: skip
+            call = {
+                "type": "track",
+                "event": "First",
+                "messageId": f"v{v}-c{copy}",
+                "anonymousId": f"anon-{v}",
+                "properties": {"profile_id": f"ko-{v}"},
+                "receivedAt": RECEIVED,
+            }
             if copy == copies - 1:
                 call["userId"] = f"user-{v}"
             messages.append([req(project, [call])])
-    workers = [start_worker(servers, tmp_path, name=f"par{i}", concurrency=2,
-                            KOALA_QUEUE_NAME=queue) for i in range(2)]  # fmt: skip
+    workers = [
+        start_worker(servers, tmp_path, name=f"par{i}", concurrency=2, KOALA_QUEUE_NAME=queue)
+        for i in range(2)
+    ]
     try:
         time.sleep(3)  # both workers up and polling before the burst
         push(servers, queue, messages)
@@ -69,8 +82,9 @@ def test_parallel_workers_resolving_one_new_visitor_end_with_one_profile(
         assert {count for _, count in live} == {copies}
         per_kind = db.execute(
             "SELECT kind, count(DISTINCT profile_id), count(*) FROM identities"
-            " WHERE project_id = %s GROUP BY kind ORDER BY kind", (project.id,)
-        ).fetchall()  # fmt: skip
+            " WHERE project_id = %s GROUP BY kind ORDER BY kind",
+            (project.id,),
+        ).fetchall()
         assert per_kind == [
             ("anonymous_id", visitors, visitors),
             ("profile_id", visitors, visitors),
@@ -90,11 +104,23 @@ def test_worker_killed_mid_load_loses_nothing_and_doubles_nothing(
     queue = f"kill-{secrets.token_hex(3)}"
     n_messages, per_message = 150, 40
     messages = [
-        [req(project, [{"type": "track", "event": "E", "messageId": f"k{m}-{i}",
+        [
+            req(
+                project,
+                [
+                    {
+                        "type": "track",
+                        "event": "E",
+                        "messageId": f"k{m}-{i}",
                         "anonymousId": f"a{(m * per_message + i) % 300}",
-                        "receivedAt": RECEIVED} for i in range(per_message)])]
+                        "receivedAt": RECEIVED,
+                    }
+                    for i in range(per_message)
+                ],
+            )
+        ]
         for m in range(n_messages)
-    ]  # fmt: skip
+    ]
     push(servers, queue, messages)
     env = {"KOALA_QUEUE_NAME": queue, "KOALA_VISIBILITY_TIMEOUT": "8"}
     first: Proc = start_worker(servers, tmp_path, name="victim", concurrency=2, **env)
@@ -109,18 +135,26 @@ def test_worker_killed_mid_load_loses_nothing_and_doubles_nothing(
     assert at_kill < n_messages * per_message, "the load finished before the kill"
     second = start_worker(servers, tmp_path, name="survivor", concurrency=2, **env)
     try:
-        wait_for(lambda: count() == n_messages * per_message and queue_empty(servers, queue),
-                 timeout=120, interval=0.5)  # fmt: skip
+        wait_for(
+            lambda: count() == n_messages * per_message and queue_empty(servers, queue),
+            timeout=120,
+            interval=0.5,
+        )
         time.sleep(10)  # past the visibility timeout: any redelivery has happened
         assert count() == n_messages * per_message
-        distinct = db.execute("SELECT count(DISTINCT message_id) FROM events WHERE project_id = %s",
-                              (project.id,)).fetchone()  # fmt: skip
+        distinct = db.execute(
+            "SELECT count(DISTINCT message_id) FROM events WHERE project_id = %s", (project.id,)
+        ).fetchone()
         assert distinct == (n_messages * per_message,)
-        counters = db.execute("SELECT stored FROM project_counters WHERE project_id = %s",
-                              (project.id,)).fetchone()  # fmt: skip
+        counters = db.execute(
+            "SELECT stored FROM project_counters WHERE project_id = %s", (project.id,)
+        ).fetchone()
         assert counters == (n_messages * per_message,)
-        live = db.execute("SELECT sum(event_count), count(*) FROM profiles WHERE project_id = %s"
-                          " AND merged_into IS NULL", (project.id,)).fetchone()  # fmt: skip
+        live = db.execute(
+            "SELECT sum(event_count), count(*) FROM profiles WHERE project_id = %s"
+            " AND merged_into IS NULL",
+            (project.id,),
+        ).fetchone()
         assert live == (n_messages * per_message, 300)
     finally:
         second.stop()

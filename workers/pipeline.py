@@ -47,9 +47,16 @@ def process(
         source = str(request["source"])
         for r in request.get("rejected") or ():
             refused.append(
-                RejectionRow(project_id, request["received_at"], source, r.get("index"),
-                             r["code"], r["message"], r["payload"])
-            )  # fmt: skip
+                RejectionRow(
+                    project_id,
+                    request["received_at"],
+                    source,
+                    r.get("index"),
+                    r["code"],
+                    r["message"],
+                    r["payload"],
+                )
+            )
             result.count(project_id, "rejected")
         for call in request.get("calls") or ():
             try:

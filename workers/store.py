@@ -74,11 +74,12 @@ def apply(
         conn,
         project_id,
         [
-            ProfileRow(real(p.id), p.traits, p.trait_times, p.event_count, p.first_seen,
-                       p.last_seen)
+            ProfileRow(
+                real(p.id), p.traits, p.trait_times, p.event_count, p.first_seen, p.last_seen
+            )
             for p in plan.changed_profiles(graph)
         ],
-    )  # fmt: skip
+    )
     pairs = [(m.from_profile, real(m.into_profile)) for m in plan.merges]
     identities.move(conn, pairs)
     events.move(conn, pairs)
@@ -87,8 +88,10 @@ def apply(
     # A merge names the profile merged away as it was; a refused merge names both sides as
     # they end up (either may be a profile this batch created).
     log = [Merge(m.from_profile, real(m.into_profile), m.reason, m.message_id) for m in plan.merges]
-    log += [Merge(real(m.from_profile), real(m.into_profile), m.reason, m.message_id, True)
-            for m in plan.refused]  # fmt: skip
+    log += [
+        Merge(real(m.from_profile), real(m.into_profile), m.reason, m.message_id, True)
+        for m in plan.refused
+    ]
     merges.log(conn, project_id, log)
     identities.insert(conn, project_id, {key: real(p) for key, p in plan.new_identities.items()})
     events.insert(conn, batch, [real(p) for p in plan.assignments])

@@ -44,11 +44,22 @@ def insert(
         for e, profile_id in zip(events, profile_ids, strict=True):
             copy.write_row(
                 (
-                    e.project_id, e.message_id, profile_id, e.type, e.event, e.name,
-                    jsonb(e.properties), jsonb(e.context), e.timestamp, e.original_timestamp,
-                    e.sent_at, e.received_at, e.source, jsonb(e.payload),
+                    e.project_id,
+                    e.message_id,
+                    profile_id,
+                    e.type,
+                    e.event,
+                    e.name,
+                    jsonb(e.properties),
+                    jsonb(e.context),
+                    e.timestamp,
+                    e.original_timestamp,
+                    e.sent_at,
+                    e.received_at,
+                    e.source,
+                    jsonb(e.payload),
                 )
-            )  # fmt: skip
+            )
 
 
 def move(conn: psycopg.Connection, pairs: list[tuple[int, int]]) -> None:
