@@ -1,0 +1,503 @@
+"""`python -m bench`: every figure in one run, as ratios to ceilings measured beside it.
+
+Ceilings (PostgreSQL COPY, Redis pipelined LPUSH, a bare ASGI app), the usual Celery
+design, the receiver alone, the whole pipeline end to end with reconciliation, and worker
+memory over a soak. Absolute numbers drift on shared machines; the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import psycopg
+import redis
+
+from bench import loadgen
+from bench.scenario import generate
+from ingest.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    drop_database,
+    ensure_database,
+    free_port,
+)
+from ingest.migrate import migrate
+from ingest.store import projects
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TRACK = {"userId": "u-1", "event": "Viewed Pricing", "anonymousId": "a-1",
+         "properties": {"profile_id": "ko-1", "plan": "pro", "value": 42},
+         "context": {"library": {"name": "analytics-python", "version": "2.4.0"},
+                     "ip": "10.0.0.1", "userAgent": "Mozilla/5.0 (bench)"}}  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+class Env:
+    """Servers, database, Redis prefix and child processes of one bench run."""
+
+    def __init__(self, stack: ExitStack, tmp: Path) -> None:
+        self.tmp = tmp
+        self.stack = stack
+        server = os.environ.get("DATABASE_URL")
+        self.redis_url = os.environ.get("REDIS_URL") or ""
+        self.embedded = not server
+        if not server:
+            pg = EmbeddedPostgres(tmp / "pg")
+            server = pg.start()
+            stack.callback(pg.stop)
+        if not self.redis_url:
+            r = EmbeddedRedis(tmp / "redis", persist=False)
+            self.redis_url = r.start()
+            stack.callback(r.stop)
+        self.server_url = server
+        self.db_name = f"koala_bench_{secrets.token_hex(3)}"
+        self.database_url = ensure_database(server, self.db_name)
+        stack.callback(drop_database, server, self.db_name)
+        migrate(self.database_url)
+        self.prefix = f"bench-{secrets.token_hex(3)}:"
+        stack.callback(self._clean_redis)
+        with psycopg.connect(self.database_url) as conn:
+            self.project = projects.create(conn, "bench")
+            # the receiver-alone stages have no workers: their calls stay queued, apart
+            self.scratch = projects.create(conn, "bench-receiver-alone")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        stack.callback(self.stop_all)
+
+    def _clean_redis(self) -> None:
+        client = redis.Redis.from_url(self.redis_url)
+        for key in client.scan_iter(match=self.prefix + "*", count=5000):
+            client.delete(key)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
+                   KOALA_REDIS_KEY_PREFIX=self.prefix, KOALA_LOG_LEVEL="WARNING",
+                   KOALA_QUEUE_MAX_DEPTH="10000000", PYTHONUNBUFFERED="1")  # fmt: skip
+        env.update(extra)
+        return env
+
+    def spawn(self, argv: list[str], name: str, **extra: str) -> subprocess.Popen[bytes]:
+        out = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(argv, env=self.env(**extra), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=ROOT)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            self.stop(proc)
+
+    def serve(self, argv: list[str], name: str, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        proc = self.spawn([*argv, "--port", str(port)] if "uvicorn" in argv else argv, name,
+                          PORT=str(port), KOALA_HOST="127.0.0.1", **extra)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                import httpx
+
+                path = "/readyz" if "uvicorn" not in argv else "/"
+                httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1)
+                if path == "/" or httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    return proc, port
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start: {(self.tmp / f'{name}.log').read_text()}")
+
+
+def koala(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ingest", *args]
+
+
+def uvicorn(app: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--no-access-log",
+            "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
+
+
+# --- ceilings ---------------------------------------------------------------------------
+
+
+def copy_ceiling(env: Env, rows: int, batch: int = 1000) -> dict[str, Any]:
+    """COPY into a table shaped like `events` (same columns and indexes), 1,000-row commits."""
+    payload = dict(TRACK, type="track", messageId="m", receivedAt="2026-11-20T00:00:00Z")
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (LIKE events INCLUDING ALL)")
+        conn.commit()
+        from ingest.store._json import jsonb
+
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        for start in range(0, rows, batch):
+            with conn.cursor().copy(
+                "COPY bench_copy (project_id, message_id, profile_id, type, event, name,"
+                ' properties, context, "timestamp", original_timestamp, sent_at, received_at,'
+                " source, payload) FROM STDIN"
+            ) as copy:
+                for i in range(start, min(rows, start + batch)):
+                    copy.write_row((env.project.id, f"m{i}", None, "track", "Viewed Pricing",
+                                    None, jsonb(TRACK["properties"]), jsonb(TRACK["context"]),
+                                    now, now, now, now, "segment", jsonb(payload)))  # fmt: skip
+            conn.commit()
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_copy")
+        conn.commit()
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+
+
+def redis_ceiling(env: Env, items: int, size: int, per_pipeline: int = 1000) -> dict[str, Any]:
+    client = redis.Redis.from_url(env.redis_url)
+    key = env.prefix + "ceiling"
+    payload = b"x" * size
+    started = time.perf_counter()
+    for start in range(0, items, per_pipeline):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(per_pipeline, items - start)):
+            pipe.lpush(key, payload)
+        pipe.execute()
+    seconds = time.perf_counter() - started
+    client.delete(key)
+    return {"items": items, "bytes": size, "seconds": seconds, "items_per_s": items / seconds}
+
+
+def single_requests(path: str, key: str | None, port: int, n: int = 2000) -> list[tuple[bytes, int]]:
+    headers = {"Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()} if key else {}
+    return [
+        (loadgen.build_request(path, orjson.dumps(dict(TRACK, messageId=f"s-{i}")), headers,
+                               f"127.0.0.1:{port}"), 1)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def http_stage(port: int, items: list[tuple[bytes, int]], connections: int, seconds: float,
+               rate: float | None = None) -> dict[str, Any]:  # fmt: skip
+    result = loadgen.run_sync("127.0.0.1", port, items, connections, duration=seconds, rate=rate)
+    return {"requests": result.requests, "calls": result.calls, "seconds": result.seconds,
+            "rps": result.rps, "calls_per_s": result.calls_per_second, "errors": result.errors,
+            "statuses": result.statuses, "p50_ms": result.percentile(50),
+            "p99_ms": result.percentile(99)}  # fmt: skip
+
+
+# --- pipelines ------------------------------------------------------------------------------
+
+
+def wait_rows(query: str, params: tuple[Any, ...], env: Env, target: int, timeout: float) -> float:
+    """Poll until the query's count reaches target; return the time it did (perf_counter)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(query, params).fetchone()
+            if row and row[0] is not None and int(row[0]) >= target:
+                return time.perf_counter()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{query}: {row} of {target} after {timeout}s")
+            time.sleep(0.05)
+
+
+def usual_way(env: Env, calls: int, connections: int) -> dict[str, Any]:
+    load = generate(calls, max(calls // 10, 1), seed=11)
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS usual_events (id bigserial PRIMARY KEY,"
+                     " message_id text UNIQUE, type text, event text, payload jsonb)")  # fmt: skip
+        conn.commit()
+    worker = env.spawn([sys.executable, "-m", "celery", "-A", "bench.usual:celery", "worker",
+                        "--concurrency", "2", "--loglevel", "WARNING", "-Q", "usual"],
+                       "usual-worker")  # fmt: skip
+    proc, port = env.serve(uvicorn("bench.usual:app"), "usual-web")
+    time.sleep(2)
+    items = [(loadgen.build_request("/v1/batch", body, {}, f"127.0.0.1:{port}"), 100)
+             for body in load.batches]  # fmt: skip
+    started = time.perf_counter()
+    sent = loadgen.run_sync("127.0.0.1", port, items, connections)
+    done = wait_rows("SELECT count(*) FROM usual_events", (), env, load.unique, timeout=1800)
+    env.stop(proc)
+    env.stop(worker)
+    return {"calls": load.calls, "unique": load.unique, "seconds": done - started,
+            "calls_per_s": load.calls / (done - started), "send_seconds": sent.seconds,
+            "errors": sent.errors}  # fmt: skip
+
+
+def end_to_end(env: Env, calls: int, visitors: int, connections: int, workers: int,
+               concurrency: int) -> dict[str, Any]:  # fmt: skip
+    load = generate(calls, visitors)
+    worker_procs = [env.spawn(koala("worker", "--concurrency", str(concurrency), "--hostname",
+                                    f"bench{i}@%h"), f"worker{i}") for i in range(workers)]  # fmt: skip
+    proc, port = env.serve(koala("web"), "web-e2e")
+    time.sleep(3)
+    headers = {"Authorization": "Basic " + __import__("base64").b64encode(
+        f"{env.project.public_key}:".encode()).decode()}  # fmt: skip
+    items = [(loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
+             for body in load.batches]  # fmt: skip
+    started = time.perf_counter()
+    sent = loadgen.run_sync("127.0.0.1", port, items, connections)
+    done = wait_rows(
+        "SELECT stored + duplicates FROM project_counters WHERE project_id = %s",
+        (env.project.id,), env, load.calls, timeout=3600,
+    )  # fmt: skip
+    stats = reconcile(env)
+    ok = (stats["received"] == load.calls and stats["stored"] == load.unique
+          and stats["duplicates"] == load.duplicates and stats["in_flight"] == 0
+          and sent.errors == 0)  # fmt: skip
+    result = {"calls": load.calls, "unique": load.unique, "duplicates": load.duplicates,
+              "visitors": visitors, "seconds": done - started,
+              "calls_per_s": load.calls / (done - started), "send_seconds": sent.seconds,
+              "receive_calls_per_s": sent.calls_per_second, "errors": sent.errors,
+              "reconciliation": stats, "reconciled": ok, "workers": workers,
+              "concurrency": concurrency, "web_pid": proc.pid,
+              "worker_pids": [p.pid for p in worker_procs]}  # fmt: skip
+    env.stop(proc)
+    for p in worker_procs:
+        env.stop(p)
+    return result
+
+
+def reconcile(env: Env) -> dict[str, Any]:
+    from ingest import reports
+
+    client = redis.Redis.from_url(env.redis_url)
+    received = client.hget(reports.received_key(env.prefix), str(env.project.id))
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        return reports.stats(conn, env.project, int(received or 0))  # type: ignore[arg-type]
+
+
+def tree_rss(pid: int) -> int:
+    try:
+        root = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def soak(env: Env, rate_calls: float, seconds: float, visitors: int, connections: int,
+         concurrency: int) -> dict[str, Any]:  # fmt: skip
+    calls = int(rate_calls * seconds) + 100
+    load = generate(calls, visitors, seed=99, dup_share=0.05)
+    worker = env.spawn(koala("worker", "--concurrency", str(concurrency), "--hostname",
+                             "soak@%h"), "worker-soak")  # fmt: skip
+    proc, port = env.serve(koala("web"), "web-soak")
+    time.sleep(3)
+    headers = {"Authorization": "Basic " + __import__("base64").b64encode(
+        f"{env.project.public_key}:".encode()).decode()}  # fmt: skip
+    items = [(loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
+             for body in load.batches]  # fmt: skip
+    samples: list[tuple[float, int]] = []
+    import threading
+
+    stop = threading.Event()
+
+    def sample() -> None:
+        start = time.monotonic()
+        while not stop.wait(5):
+            samples.append((time.monotonic() - start, tree_rss(worker.pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    sent = loadgen.run_sync("127.0.0.1", port, items, connections, rate=rate_calls / 100)
+    stop.set()
+    sampler.join()
+    env.stop(proc)
+    env.stop(worker)
+    warm = [rss for t, rss in samples if t >= min(60, seconds / 5)] or [s[1] for s in samples]
+    growth = (warm[-1] - warm[0]) / warm[0] if len(warm) > 1 and warm[0] else 0.0
+    return {"seconds": sent.seconds, "target_calls_per_s": rate_calls,
+            "sent_calls_per_s": sent.calls_per_second, "errors": sent.errors,
+            "rss_first_mb": warm[0] / 2**20 if warm else None,
+            "rss_last_mb": warm[-1] / 2**20 if warm else None,
+            "rss_max_mb": max(warm) / 2**20 if warm else None,
+            "growth": growth, "samples": [(round(t), rss) for t, rss in samples]}  # fmt: skip
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "platform": platform.platform(), "memory_gb": round(psutil.virtual_memory().total
+                                                               / 2**30, 1)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller loads and a 60 s soak (a smoke run, not the figures)")
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--visitors", type=int, default=20_000)
+    parser.add_argument("--usual-calls", type=int, default=20_000)
+    parser.add_argument("--soak-seconds", type=float, default=600)
+    parser.add_argument("--stage-seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma list of stages to skip")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.calls, args.visitors, args.usual_calls = 20_000, 2_000, 3_000
+        args.soak_seconds, args.stage_seconds = 60, 5
+    skip = set(filter(None, args.skip.split(",")))
+    out: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "machine": machine(),
+                           "args": vars(args)}  # fmt: skip
+    with ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="koala-bench-"))
+        env = Env(stack, tmp)
+        out["servers"] = "embedded" if env.embedded else "local services"
+        log(f"servers: {out['servers']}; logs in {tmp}")
+
+        log("ceiling: PostgreSQL COPY into an events-shaped table")
+        out["copy"] = copy_ceiling(env, rows=100_000 if not args.quick else 30_000)
+        call_size = len(orjson.dumps(dict(TRACK, type="track", messageId="m" * 36,
+                                          receivedAt="2026-11-20T00:00:00.000Z")))  # fmt: skip
+        log("ceiling: Redis pipelined LPUSH")
+        out["redis"] = redis_ceiling(env, items=200_000, size=call_size)
+
+        log("ceiling: bare ASGI app (also the load generator's own ceiling)")
+        bare, port = env.serve(uvicorn("bench.bare:app"), "bare")
+        out["bare"] = http_stage(port, single_requests("/v1/track", None, port), args.connections,
+                                 args.stage_seconds)  # fmt: skip
+        env.stop(bare)
+
+        log("receiver alone: single calls, 100-call batches, p99 at half rate")
+        web, port = env.serve(koala("web"), "web-alone", KOALA_QUEUE_NAME="bench-alone")
+        key = env.scratch.public_key
+        out["receiver_single"] = http_stage(port, single_requests("/v1/track", key, port),
+                                            args.connections, args.stage_seconds)  # fmt: skip
+        batch_load = generate(20_000, 2_000, seed=3, dup_share=0)
+        auth = {"Authorization": "Basic " + __import__("base64").b64encode(
+            f"{key}:".encode()).decode()}  # fmt: skip
+        batches = [(loadgen.build_request("/v1/batch", b, auth, f"127.0.0.1:{port}"), 100)
+                   for b in batch_load.batches]  # fmt: skip
+        out["receiver_batch"] = http_stage(port, batches, args.connections, args.stage_seconds)
+        half = out["receiver_single"]["rps"] / 2
+        out["receiver_half_rate"] = http_stage(port, single_requests("/v1/track", key, port),
+                                               args.connections, args.stage_seconds, rate=half)
+        env.stop(web)
+        redis.Redis.from_url(env.redis_url).delete(env.prefix + "bench-alone")
+
+        if "usual" not in skip:
+            log(f"the usual way: one task and one INSERT per call, {args.usual_calls} calls")
+            out["usual"] = usual_way(env, args.usual_calls, args.connections)
+
+        log(f"end to end: {args.calls} calls, {args.visitors} visitors")
+        out["e2e"] = end_to_end(env, args.calls, args.visitors, args.connections, args.workers,
+                                args.concurrency)  # fmt: skip
+
+        if "soak" not in skip:
+            rate = out["e2e"]["calls_per_s"] / 2
+            log(f"soak: {args.soak_seconds:.0f} s at {rate:,.0f} calls/s (half the e2e rate)")
+            out["soak"] = soak(env, rate, args.soak_seconds, args.visitors, 4, args.concurrency)
+
+    out["ratios"] = ratios(out)
+    out["finished"] = datetime.now(UTC).isoformat()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{stamp}{'-quick' if args.quick else ''}.json"
+    (RESULTS / name).write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    table = render(out)
+    print(table)
+    (RESULTS / ("latest-quick.md" if args.quick else "latest.md")).write_text(table + "\n")
+    log(f"results: bench/results/{name}")
+    return 0 if out["e2e"]["reconciled"] else 1
+
+
+def ratios(out: dict[str, Any]) -> dict[str, Any]:
+    e2e = out["e2e"]["calls_per_s"]
+    r: dict[str, Any] = {
+        "e2e_vs_copy": e2e / out["copy"]["rows_per_s"],
+        "receiver_single_vs_bare": out["receiver_single"]["rps"] / out["bare"]["rps"],
+        "batch_vs_single_calls": out["receiver_batch"]["calls_per_s"]
+        / out["receiver_single"]["calls_per_s"],
+        "receiver_p99_half_rate_ms": out["receiver_half_rate"]["p99_ms"],
+    }
+    if "usual" in out:
+        r["e2e_vs_usual"] = e2e / out["usual"]["calls_per_s"]
+    if "soak" in out:
+        r["worker_memory_growth"] = out["soak"]["growth"]
+    return r
+
+
+TARGETS = {
+    "e2e_vs_copy": (">=", 0.35),
+    "receiver_single_vs_bare": (">=", 0.6),
+    "batch_vs_single_calls": (">=", 20),
+    "e2e_vs_usual": (">=", 10),
+    "receiver_p99_half_rate_ms": ("<", 10),
+    "worker_memory_growth": ("<=", 0.10),
+}
+
+
+def render(out: dict[str, Any]) -> str:
+    m = out["machine"]
+    lines = [f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']};"
+             f" servers: {out['servers']}; {out['started'][:19]}Z", "",
+             "| measure | figure |", "|---|---|"]  # fmt: skip
+
+    def row(name: str, value: str) -> None:
+        lines.append(f"| {name} | {value} |")
+
+    row("PostgreSQL COPY ceiling", f"{out['copy']['rows_per_s']:,.0f} rows/s")
+    row("Redis pipelined LPUSH ceiling", f"{out['redis']['items_per_s']:,.0f} items/s")
+    row("bare ASGI app (load generator ceiling)", f"{out['bare']['rps']:,.0f} req/s")
+    rs = out["receiver_single"]
+    row("receiver, single-call requests", f"{rs['rps']:,.0f} req/s, p50 {rs['p50_ms']:.1f} ms,"
+        f" p99 {rs['p99_ms']:.1f} ms")  # fmt: skip
+    row("receiver, 100-call batches", f"{out['receiver_batch']['calls_per_s']:,.0f} calls/s")
+    row("receiver at half its max rate", f"p99 {out['receiver_half_rate']['p99_ms']:.1f} ms")
+    if "usual" in out:
+        row("usual way (task + INSERT per call)", f"{out['usual']['calls_per_s']:,.0f} calls/s")
+    e = out["e2e"]
+    row("koala-ingest end to end", f"{e['calls_per_s']:,.0f} calls/s ({e['calls']:,} calls,"
+        f" {e['seconds']:.1f} s)")  # fmt: skip
+    rec = e["reconciliation"]
+    row("reconciliation", ("OK" if e["reconciled"] else "FAILED") +
+        f": received {rec['received']:,} = stored {rec['stored']:,} + duplicates"
+        f" {rec['duplicates']:,} + rejected {rec['rejected']} + dead {rec['dead_lettered']}"
+        f" + in flight {rec['in_flight']}")  # fmt: skip
+    if "soak" in out:
+        s = out["soak"]
+        row("worker memory over the soak", f"{s['rss_first_mb']:.0f} -> {s['rss_last_mb']:.0f} MB"
+            f" ({s['growth']:+.1%}) over {s['seconds']:.0f} s at {s['sent_calls_per_s']:,.0f}"
+            " calls/s")  # fmt: skip
+    lines += ["", "| ratio (same run) | value | target | met |", "|---|---|---|---|"]
+    for name, value in out["ratios"].items():
+        op, target = TARGETS[name]
+        met = {">=": value >= target, "<": value < target, "<=": value <= target}[op]
+        shown = f"{value:.1%}" if name == "worker_memory_growth" else f"{value:.2f}"
+        lines.append(f"| {name} | {shown} | {op} {target} | {'yes' if met else 'no'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
