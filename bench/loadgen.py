@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 
 
 def build_request(path: str, body: bytes, headers: dict[str, str], host: str) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}", "Connection: keep-alive"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: keep-alive",
+    ]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -64,9 +69,14 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _connection(
-    host: str, port: int, requests: Iterator[tuple[bytes, int]], result: Result,
-    deadline: float | None, interval: float | None, start_at: float,
-) -> None:  # fmt: skip
+    host: str,
+    port: int,
+    requests: Iterator[tuple[bytes, int]],
+    result: Result,
+    deadline: float | None,
+    interval: float | None,
+    start_at: float,
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     next_at = start_at
     try:
@@ -115,11 +125,20 @@ async def run(
     result.started = time.perf_counter()
     deadline = result.started + duration if duration is not None else None
     interval = connections / rate if rate else None
-    await asyncio.gather(*(
-        _connection(host, port, source, result, deadline, interval,
-                    result.started + (i * interval / connections if interval else 0))
-        for i in range(connections)
-    ))  # fmt: skip
+    await asyncio.gather(
+        *(
+            _connection(
+                host,
+                port,
+                source,
+                result,
+                deadline,
+                interval,
+                result.started + (i * interval / connections if interval else 0),
+            )
+            for i in range(connections)
+        )
+    )
     result.finished = time.perf_counter()
     return result
 

@@ -39,10 +39,17 @@ from ingest.store import projects
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TRACK = {"userId": "u-1", "event": "Viewed Pricing", "anonymousId": "a-1",
-         "properties": {"profile_id": "ko-1", "plan": "pro", "value": 42},
-         "context": {"library": {"name": "analytics-python", "version": "2.4.0"},
-                     "ip": "10.0.0.1", "userAgent": "Mozilla/5.0 (bench)"}}  # fmt: skip
+TRACK = {
+    "userId": "u-1",
+    "event": "Viewed Pricing",
+    "anonymousId": "a-1",
+    "properties": {"profile_id": "ko-1", "plan": "pro", "value": 42},
+    "context": {
+        "library": {"name": "analytics-python", "version": "2.4.0"},
+        "ip": "10.0.0.1",
+        "userAgent": "Mozilla/5.0 (bench)",
+    },
+}
 
 
 def log(message: str) -> None:
@@ -87,16 +94,22 @@ class Env:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
-                   KOALA_REDIS_KEY_PREFIX=self.prefix, KOALA_LOG_LEVEL="WARNING",
-                   KOALA_QUEUE_MAX_DEPTH="10000000", PYTHONUNBUFFERED="1")  # fmt: skip
+        env.update(
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            KOALA_REDIS_KEY_PREFIX=self.prefix,
+            KOALA_LOG_LEVEL="WARNING",
+            KOALA_QUEUE_MAX_DEPTH="10000000",
+            PYTHONUNBUFFERED="1",
+        )
         env.update(extra)
         return env
 
     def spawn(self, argv: list[str], name: str, **extra: str) -> subprocess.Popen[bytes]:
         out = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen(argv, env=self.env(**extra), stdout=out, stderr=subprocess.STDOUT,
-                                cwd=ROOT)  # fmt: skip
+        proc = subprocess.Popen(
+            argv, env=self.env(**extra), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
         self.procs.append(proc)
         return proc
 
@@ -113,10 +126,17 @@ class Env:
         for proc in self.procs:
             self.stop(proc)
 
-    def serve(self, argv: list[str], name: str, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    def serve(
+        self, argv: list[str], name: str, **extra: str
+    ) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
-        proc = self.spawn([*argv, "--port", str(port)] if "uvicorn" in argv else argv, name,
-                          PORT=str(port), KOALA_HOST="127.0.0.1", **extra)  # fmt: skip
+        proc = self.spawn(
+            [*argv, "--port", str(port)] if "uvicorn" in argv else argv,
+            name,
+            PORT=str(port),
+            KOALA_HOST="127.0.0.1",
+            **extra,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -136,8 +156,21 @@ def koala(*args: str) -> list[str]:
 
 
 def uvicorn(app: str) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--no-access-log",
-            "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+    ]
 
 
 # --- ceilings ---------------------------------------------------------------------------
@@ -161,9 +194,24 @@ def copy_ceiling(env: Env, rows: int, batch: int = 1000) -> dict[str, Any]:
                 " source, payload) FROM STDIN"
             ) as copy:
                 for i in range(start, min(rows, start + batch)):
-                    copy.write_row((env.project.id, f"m{i}", None, "track", "Viewed Pricing",
-                                    None, jsonb(TRACK["properties"]), jsonb(TRACK["context"]),
-                                    now, now, now, now, "segment", jsonb(payload)))  # fmt: skip
+                    copy.write_row(
+                        (
+                            env.project.id,
+                            f"m{i}",
+                            None,
+                            "track",
+                            "Viewed Pricing",
+                            None,
+                            jsonb(TRACK["properties"]),
+                            jsonb(TRACK["context"]),
+                            now,
+                            now,
+                            now,
+                            now,
+                            "segment",
+                            jsonb(payload),
+                        )
+                    )
             conn.commit()
         seconds = time.perf_counter() - started
         conn.execute("DROP TABLE bench_copy")
@@ -186,22 +234,44 @@ def redis_ceiling(env: Env, items: int, size: int, per_pipeline: int = 1000) -> 
     return {"items": items, "bytes": size, "seconds": seconds, "items_per_s": items / seconds}
 
 
-def single_requests(path: str, key: str | None, port: int, n: int = 2000) -> list[tuple[bytes, int]]:
-    headers = {"Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()} if key else {}
+def single_requests(
+    path: str, key: str | None, port: int, n: int = 2000
+) -> list[tuple[bytes, int]]:
+    headers = (
+        {"Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()}
+        if key
+        else {}
+    )
     return [
-        (loadgen.build_request(path, orjson.dumps(dict(TRACK, messageId=f"s-{i}")), headers,
-                               f"127.0.0.1:{port}"), 1)
+        (
+            loadgen.build_request(
+                path, orjson.dumps(dict(TRACK, messageId=f"s-{i}")), headers, f"127.0.0.1:{port}"
+            ),
+            1,
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
-def http_stage(port: int, items: list[tuple[bytes, int]], connections: int, seconds: float,
-               rate: float | None = None) -> dict[str, Any]:  # fmt: skip
+def http_stage(
+    port: int,
+    items: list[tuple[bytes, int]],
+    connections: int,
+    seconds: float,
+    rate: float | None = None,
+) -> dict[str, Any]:
     result = loadgen.run_sync("127.0.0.1", port, items, connections, duration=seconds, rate=rate)
-    return {"requests": result.requests, "calls": result.calls, "seconds": result.seconds,
-            "rps": result.rps, "calls_per_s": result.calls_per_second, "errors": result.errors,
-            "statuses": result.statuses, "p50_ms": result.percentile(50),
-            "p99_ms": result.percentile(99)}  # fmt: skip
+    return {
+        "requests": result.requests,
+        "calls": result.calls,
+        "seconds": result.seconds,
+        "rps": result.rps,
+        "calls_per_s": result.calls_per_second,
+        "errors": result.errors,
+        "statuses": result.statuses,
+        "p50_ms": result.percentile(50),
+        "p99_ms": result.percentile(99),
+    }
 
 
 # --- pipelines ------------------------------------------------------------------------------
@@ -223,54 +293,104 @@ def wait_rows(query: str, params: tuple[Any, ...], env: Env, target: int, timeou
 def usual_way(env: Env, calls: int, connections: int) -> dict[str, Any]:
     load = generate(calls, max(calls // 10, 1), seed=11)
     with psycopg.connect(env.database_url) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS usual_events (id bigserial PRIMARY KEY,"
-                     " message_id text UNIQUE, type text, event text, payload jsonb)")  # fmt: skip
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS usual_events (id bigserial PRIMARY KEY,"
+            " message_id text UNIQUE, type text, event text, payload jsonb)"
+        )
         conn.commit()
-    worker = env.spawn([sys.executable, "-m", "celery", "-A", "bench.usual:celery", "worker",
-                        "--concurrency", "2", "--loglevel", "WARNING", "-Q", "usual"],
-                       "usual-worker")  # fmt: skip
+    worker = env.spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.usual:celery",
+            "worker",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            "usual",
+        ],
+        "usual-worker",
+    )
     proc, port = env.serve(uvicorn("bench.usual:app"), "usual-web")
     time.sleep(2)
-    items = [(loadgen.build_request("/v1/batch", body, {}, f"127.0.0.1:{port}"), 100)
-             for body in load.batches]  # fmt: skip
+    items = [
+        (loadgen.build_request("/v1/batch", body, {}, f"127.0.0.1:{port}"), 100)
+        for body in load.batches
+    ]
     started = time.perf_counter()
     sent = loadgen.run_sync("127.0.0.1", port, items, connections)
     done = wait_rows("SELECT count(*) FROM usual_events", (), env, load.unique, timeout=1800)
     env.stop(proc)
     env.stop(worker)
-    return {"calls": load.calls, "unique": load.unique, "seconds": done - started,
-            "calls_per_s": load.calls / (done - started), "send_seconds": sent.seconds,
-            "errors": sent.errors}  # fmt: skip
+    return {
+        "calls": load.calls,
+        "unique": load.unique,
+        "seconds": done - started,
+        "calls_per_s": load.calls / (done - started),
+        "send_seconds": sent.seconds,
+        "errors": sent.errors,
+    }
 
 
-def end_to_end(env: Env, calls: int, visitors: int, connections: int, workers: int,
-               concurrency: int) -> dict[str, Any]:  # fmt: skip
+def end_to_end(
+    env: Env, calls: int, visitors: int, connections: int, workers: int, concurrency: int
+) -> dict[str, Any]:
     load = generate(calls, visitors)
-    worker_procs = [env.spawn(koala("worker", "--concurrency", str(concurrency), "--hostname",
-                                    f"bench{i}@%h"), f"worker{i}") for i in range(workers)]  # fmt: skip
+    worker_procs = [
+        env.spawn(
+            koala("worker", "--concurrency", str(concurrency), "--hostname", f"bench{i}@%h"),
+            f"worker{i}",
+        )
+        for i in range(workers)
+    ]
     proc, port = env.serve(koala("web"), "web-e2e")
     time.sleep(3)
-    headers = {"Authorization": "Basic " + __import__("base64").b64encode(
-        f"{env.project.public_key}:".encode()).decode()}  # fmt: skip
-    items = [(loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
-             for body in load.batches]  # fmt: skip
+    headers = {
+        "Authorization": "Basic "
+        + __import__("base64").b64encode(f"{env.project.public_key}:".encode()).decode()
+    }
+    items = [
+        (loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
+        for body in load.batches
+    ]
     started = time.perf_counter()
     sent = loadgen.run_sync("127.0.0.1", port, items, connections)
     done = wait_rows(
         "SELECT stored + duplicates FROM project_counters WHERE project_id = %s",
-        (env.project.id,), env, load.calls, timeout=3600,
-    )  # fmt: skip
+        (env.project.id,),
+        env,
+        load.calls,
+        timeout=3600,
+    )
     stats = reconcile(env)
-    ok = (stats["received"] == load.calls and stats["stored"] == load.unique
-          and stats["duplicates"] == load.duplicates and stats["in_flight"] == 0
-          and sent.errors == 0)  # fmt: skip
-    result = {"calls": load.calls, "unique": load.unique, "duplicates": load.duplicates,
-              "visitors": visitors, "seconds": done - started,
-              "calls_per_s": load.calls / (done - started), "send_seconds": sent.seconds,
-              "receive_calls_per_s": sent.calls_per_second, "errors": sent.errors,
-              "reconciliation": stats, "reconciled": ok, "workers": workers,
-              "concurrency": concurrency, "web_pid": proc.pid,
-              "worker_pids": [p.pid for p in worker_procs]}  # fmt: skip
+    ok = (
+        stats["received"] == load.calls
+        and stats["stored"] == load.unique
+        and stats["duplicates"] == load.duplicates
+        and stats["in_flight"] == 0
+        and sent.errors == 0
+    )
+    result = {
+        "calls": load.calls,
+        "unique": load.unique,
+        "duplicates": load.duplicates,
+        "visitors": visitors,
+        "seconds": done - started,
+        "calls_per_s": load.calls / (done - started),
+        "send_seconds": sent.seconds,
+        "receive_calls_per_s": sent.calls_per_second,
+        "errors": sent.errors,
+        "reconciliation": stats,
+        "reconciled": ok,
+        "workers": workers,
+        "concurrency": concurrency,
+        "web_pid": proc.pid,
+        "worker_pids": [p.pid for p in worker_procs],
+    }
     env.stop(proc)
     for p in worker_procs:
         env.stop(p)
@@ -294,18 +414,24 @@ def tree_rss(pid: int) -> int:
         return 0
 
 
-def soak(env: Env, rate_calls: float, seconds: float, visitors: int, connections: int,
-         concurrency: int) -> dict[str, Any]:  # fmt: skip
+def soak(
+    env: Env, rate_calls: float, seconds: float, visitors: int, connections: int, concurrency: int
+) -> dict[str, Any]:
     calls = int(rate_calls * seconds) + 100
     load = generate(calls, visitors, seed=99, dup_share=0.05)
-    worker = env.spawn(koala("worker", "--concurrency", str(concurrency), "--hostname",
-                             "soak@%h"), "worker-soak")  # fmt: skip
+    worker = env.spawn(
+        koala("worker", "--concurrency", str(concurrency), "--hostname", "soak@%h"), "worker-soak"
+    )
     proc, port = env.serve(koala("web"), "web-soak")
     time.sleep(3)
-    headers = {"Authorization": "Basic " + __import__("base64").b64encode(
-        f"{env.project.public_key}:".encode()).decode()}  # fmt: skip
-    items = [(loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
-             for body in load.batches]  # fmt: skip
+    headers = {
+        "Authorization": "Basic "
+        + __import__("base64").b64encode(f"{env.project.public_key}:".encode()).decode()
+    }
+    items = [
+        (loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
+        for body in load.batches
+    ]
     samples: list[tuple[float, int]] = []
     import threading
 
@@ -325,12 +451,17 @@ def soak(env: Env, rate_calls: float, seconds: float, visitors: int, connections
     env.stop(worker)
     warm = [rss for t, rss in samples if t >= min(60, seconds / 5)] or [s[1] for s in samples]
     growth = (warm[-1] - warm[0]) / warm[0] if len(warm) > 1 and warm[0] else 0.0
-    return {"seconds": sent.seconds, "target_calls_per_s": rate_calls,
-            "sent_calls_per_s": sent.calls_per_second, "errors": sent.errors,
-            "rss_first_mb": warm[0] / 2**20 if warm else None,
-            "rss_last_mb": warm[-1] / 2**20 if warm else None,
-            "rss_max_mb": max(warm) / 2**20 if warm else None,
-            "growth": growth, "samples": [(round(t), rss) for t, rss in samples]}  # fmt: skip
+    return {
+        "seconds": sent.seconds,
+        "target_calls_per_s": rate_calls,
+        "sent_calls_per_s": sent.calls_per_second,
+        "errors": sent.errors,
+        "rss_first_mb": warm[0] / 2**20 if warm else None,
+        "rss_last_mb": warm[-1] / 2**20 if warm else None,
+        "rss_max_mb": max(warm) / 2**20 if warm else None,
+        "growth": growth,
+        "samples": [(round(t), rss) for t, rss in samples],
+    }
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -345,15 +476,22 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "platform": platform.platform(), "memory_gb": round(psutil.virtual_memory().total
-                                                               / 2**30, 1)}  # fmt: skip
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller loads and a 60 s soak (a smoke run, not the figures)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller loads and a 60 s soak (a smoke run, not the figures)",
+    )
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--visitors", type=int, default=20_000)
     parser.add_argument("--usual-calls", type=int, default=20_000)
@@ -368,8 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         args.calls, args.visitors, args.usual_calls = 20_000, 2_000, 3_000
         args.soak_seconds, args.stage_seconds = 60, 5
     skip = set(filter(None, args.skip.split(",")))
-    out: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "machine": machine(),
-                           "args": vars(args)}  # fmt: skip
+    out: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        "args": vars(args),
+    }
     with ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="koala-bench-"))
         env = Env(stack, tmp)
@@ -378,31 +519,44 @@ def main(argv: list[str] | None = None) -> int:
 
         log("ceiling: PostgreSQL COPY into an events-shaped table")
         out["copy"] = copy_ceiling(env, rows=100_000 if not args.quick else 30_000)
-        call_size = len(orjson.dumps(dict(TRACK, type="track", messageId="m" * 36,
-                                          receivedAt="2026-11-20T00:00:00.000Z")))  # fmt: skip
+        call_size = len(
+            orjson.dumps(
+                dict(TRACK, type="track", messageId="m" * 36, receivedAt="2026-11-20T00:00:00.000Z")
+            )
+        )
         log("ceiling: Redis pipelined LPUSH")
         out["redis"] = redis_ceiling(env, items=200_000, size=call_size)
 
         log("ceiling: bare ASGI app (also the load generator's own ceiling)")
         bare, port = env.serve(uvicorn("bench.bare:app"), "bare")
-        out["bare"] = http_stage(port, single_requests("/v1/track", None, port), args.connections,
-                                 args.stage_seconds)  # fmt: skip
+        out["bare"] = http_stage(
+            port, single_requests("/v1/track", None, port), args.connections, args.stage_seconds
+        )
         env.stop(bare)
 
         log("receiver alone: single calls, 100-call batches, p99 at half rate")
         web, port = env.serve(koala("web"), "web-alone", KOALA_QUEUE_NAME="bench-alone")
         key = env.scratch.public_key
-        out["receiver_single"] = http_stage(port, single_requests("/v1/track", key, port),
-                                            args.connections, args.stage_seconds)  # fmt: skip
+        out["receiver_single"] = http_stage(
+            port, single_requests("/v1/track", key, port), args.connections, args.stage_seconds
+        )
         batch_load = generate(20_000, 2_000, seed=3, dup_share=0)
-        auth = {"Authorization": "Basic " + __import__("base64").b64encode(
-            f"{key}:".encode()).decode()}  # fmt: skip
-        batches = [(loadgen.build_request("/v1/batch", b, auth, f"127.0.0.1:{port}"), 100)
-                   for b in batch_load.batches]  # fmt: skip
+        auth = {
+            "Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()
+        }
+        batches = [
+            (loadgen.build_request("/v1/batch", b, auth, f"127.0.0.1:{port}"), 100)
+            for b in batch_load.batches
+        ]
         out["receiver_batch"] = http_stage(port, batches, args.connections, args.stage_seconds)
         half = out["receiver_single"]["rps"] / 2
-        out["receiver_half_rate"] = http_stage(port, single_requests("/v1/track", key, port),
-                                               args.connections, args.stage_seconds, rate=half)
+        out["receiver_half_rate"] = http_stage(
+            port,
+            single_requests("/v1/track", key, port),
+            args.connections,
+            args.stage_seconds,
+            rate=half,
+        )
         env.stop(web)
         redis.Redis.from_url(env.redis_url).delete(env.prefix + "bench-alone")
 
@@ -411,8 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             out["usual"] = usual_way(env, args.usual_calls, args.connections)
 
         log(f"end to end: {args.calls} calls, {args.visitors} visitors")
-        out["e2e"] = end_to_end(env, args.calls, args.visitors, args.connections, args.workers,
-                                args.concurrency)  # fmt: skip
+        out["e2e"] = end_to_end(
+            env, args.calls, args.visitors, args.connections, args.workers, args.concurrency
+        )
 
         if "soak" not in skip:
             rate = out["e2e"]["calls_per_s"] / 2
@@ -424,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{stamp}{'-quick' if args.quick else ''}.json"
-    (RESULTS / name).write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    (RESULTS / name).write_bytes(
+        orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    )
     table = render(out)
     print(table)
     (RESULTS / ("latest-quick.md" if args.quick else "latest.md")).write_text(table + "\n")
@@ -460,9 +617,13 @@ TARGETS = {
 
 def render(out: dict[str, Any]) -> str:
     m = out["machine"]
-    lines = [f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']};"
-             f" servers: {out['servers']}; {out['started'][:19]}Z", "",
-             "| measure | figure |", "|---|---|"]  # fmt: skip
+    lines = [
+        f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']};"
+        f" servers: {out['servers']}; {out['started'][:19]}Z",
+        "",
+        "| measure | figure |",
+        "|---|---|",
+    ]
 
     def row(name: str, value: str) -> None:
         lines.append(f"| {name} | {value} |")
@@ -471,25 +632,35 @@ def render(out: dict[str, Any]) -> str:
     row("Redis pipelined LPUSH ceiling", f"{out['redis']['items_per_s']:,.0f} items/s")
     row("bare ASGI app (load generator ceiling)", f"{out['bare']['rps']:,.0f} req/s")
     rs = out["receiver_single"]
-    row("receiver, single-call requests", f"{rs['rps']:,.0f} req/s, p50 {rs['p50_ms']:.1f} ms,"
-        f" p99 {rs['p99_ms']:.1f} ms")  # fmt: skip
+    row(
+        "receiver, single-call requests",
+        f"{rs['rps']:,.0f} req/s, p50 {rs['p50_ms']:.1f} ms, p99 {rs['p99_ms']:.1f} ms",
+    )
     row("receiver, 100-call batches", f"{out['receiver_batch']['calls_per_s']:,.0f} calls/s")
     row("receiver at half its max rate", f"p99 {out['receiver_half_rate']['p99_ms']:.1f} ms")
     if "usual" in out:
         row("usual way (task + INSERT per call)", f"{out['usual']['calls_per_s']:,.0f} calls/s")
     e = out["e2e"]
-    row("koala-ingest end to end", f"{e['calls_per_s']:,.0f} calls/s ({e['calls']:,} calls,"
-        f" {e['seconds']:.1f} s)")  # fmt: skip
+    row(
+        "koala-ingest end to end",
+        f"{e['calls_per_s']:,.0f} calls/s ({e['calls']:,} calls, {e['seconds']:.1f} s)",
+    )
     rec = e["reconciliation"]
-    row("reconciliation", ("OK" if e["reconciled"] else "FAILED") +
-        f": received {rec['received']:,} = stored {rec['stored']:,} + duplicates"
+    row(
+        "reconciliation",
+        ("OK" if e["reconciled"] else "FAILED")
+        + f": received {rec['received']:,} = stored {rec['stored']:,} + duplicates"
         f" {rec['duplicates']:,} + rejected {rec['rejected']} + dead {rec['dead_lettered']}"
-        f" + in flight {rec['in_flight']}")  # fmt: skip
+        f" + in flight {rec['in_flight']}",
+    )
     if "soak" in out:
         s = out["soak"]
-        row("worker memory over the soak", f"{s['rss_first_mb']:.0f} -> {s['rss_last_mb']:.0f} MB"
+        row(
+            "worker memory over the soak",
+            f"{s['rss_first_mb']:.0f} -> {s['rss_last_mb']:.0f} MB"
             f" ({s['growth']:+.1%}) over {s['seconds']:.0f} s at {s['sent_calls_per_s']:,.0f}"
-            " calls/s")  # fmt: skip
+            " calls/s",
+        )
     lines += ["", "| ratio (same run) | value | target | met |", "|---|---|---|---|"]
     for name, value in out["ratios"].items():
         op, target = TARGETS[name]

@@ -26,8 +26,9 @@ class Load:
     visitors: int
 
 
-def generate(calls: int, visitors: int, seed: int = 7, dup_share: float = 0.05,
-             batch_size: int = 100) -> Load:  # fmt: skip
+def generate(
+    calls: int, visitors: int, seed: int = 7, dup_share: float = 0.05, batch_size: int = 100
+) -> Load:
     rng = random.Random(seed)
     kinds = [k for k, w in MIX for _ in range(w)]
     unique_target = int(calls * (1 - dup_share))
@@ -41,21 +42,30 @@ def generate(calls: int, visitors: int, seed: int = 7, dup_share: float = 0.05,
             "messageId": f"bench-{seed}-{n}",
             "anonymousId": f"anon-{v}",
             "timestamp": f"2026-11-20T{n // 3_600_000 % 24:02d}:{n // 60_000 % 60:02d}:"
-                         f"{n // 1000 % 60:02d}.{n % 1000:03d}Z",
-            "context": {"library": {"name": "analytics-python", "version": "2.4.0"},
-                        "ip": f"10.0.{v % 256}.{v // 256 % 256}",
-                        "userAgent": "Mozilla/5.0 (bench)"},
-        }  # fmt: skip
+            f"{n // 1000 % 60:02d}.{n % 1000:03d}Z",
+            "context": {
+                "library": {"name": "analytics-python", "version": "2.4.0"},
+                "ip": f"10.0.{v % 256}.{v // 256 % 256}",
+                "userAgent": "Mozilla/5.0 (bench)",
+            },
+        }
         if identified:
             call["userId"] = f"user-{v}"
         if kind == "track":
             call["event"] = rng.choice(EVENTS)
-            call["properties"] = {"profile_id": f"ko-{v}", "plan": rng.choice(("free", "pro")),
-                                  "value": rng.randrange(1000)}  # fmt: skip
+            call["properties"] = {
+                "profile_id": f"ko-{v}",
+                "plan": rng.choice(("free", "pro")),
+                "value": rng.randrange(1000),
+            }
         elif kind == "page":
             call["name"] = "Pricing"
-            call["properties"] = {"url": "https://example.com/pricing", "path": "/pricing",
-                                  "profile_id": f"ko-{v}", "title": "Pricing"}  # fmt: skip
+            call["properties"] = {
+                "url": "https://example.com/pricing",
+                "path": "/pricing",
+                "profile_id": f"ko-{v}",
+                "title": "Pricing",
+            }
         elif kind == "identify":
             call["traits"] = {"plan": rng.choice(("free", "pro")), "seats": rng.randrange(50)}
             if identified:

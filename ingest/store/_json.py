@@ -14,3 +14,13 @@ def _dumps(value: Any) -> str:
 
 def jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=_dumps)
+
+
+def rows(values: Any) -> str:
+    """Many rows as ONE json parameter (`json_array_elements(%s::json)` in SQL).
+
+    psycopg dumps a list parameter element by element in Python; a batch's rows as one
+    orjson string cost a fraction of that, and PostgreSQL parses JSON in C. Measured on
+    the worker profile: array dumping was a quarter of the task's time.
+    """
+    return orjson.dumps(values).decode()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from ingest.store._json import rows as json_rows
+
 Key = tuple[str, str]  # (kind, value)
 
 
@@ -16,10 +18,10 @@ def lock(conn: psycopg.Connection, names: list[str]) -> None:
     conn.execute(
         """
         SELECT pg_advisory_xact_lock(h)
-        FROM (SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest(%s::text[]) AS n
-              ORDER BY h) AS ordered
+        FROM (SELECT DISTINCT hashtextextended(n, 0) AS h
+              FROM json_array_elements_text(%s::json) AS n ORDER BY h) AS ordered
         """,
-        (names,),
+        (json_rows(names),),
     ).fetchall()
 
 
@@ -30,11 +32,10 @@ def owners(conn: psycopg.Connection, project_id: int, keys: list[Key]) -> dict[K
         """
         SELECT i.kind, i.value, i.profile_id
         FROM identities i
-        JOIN unnest(%s::text[], %s::text[]) AS t(kind, value)
-          ON i.kind = t.kind AND i.value = t.value
+        JOIN json_array_elements(%s::json) AS e ON i.kind = e->>0 AND i.value = e->>1
         WHERE i.project_id = %s
         """,
-        ([k for k, _ in keys], [v for _, v in keys], project_id),
+        (json_rows(keys), project_id),
     )
     return {(str(k), str(v)): int(p) for k, v, p in cur.fetchall()}
 
@@ -56,10 +57,10 @@ def insert(conn: psycopg.Connection, project_id: int, rows: dict[Key, int]) -> N
     conn.execute(
         """
         INSERT INTO identities (project_id, kind, value, profile_id)
-        SELECT %s, k, v, p FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(k, v, p)
+        SELECT %s, e->>0, e->>1, (e->>2)::bigint FROM json_array_elements(%s::json) AS e
         ON CONFLICT (project_id, kind, value) DO NOTHING
         """,
-        (project_id, [k for (k, _), _ in items], [v for (_, v), _ in items], [p for _, p in items]),
+        (project_id, json_rows([[k, v, p] for (k, v), p in items])),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from ingest.store._json import rows
+
 Key = tuple[int, str]  # (project_id, message_id)
 
 
@@ -15,16 +17,16 @@ def claim(conn: psycopg.Connection, hashes: dict[Key, bytes]) -> set[Key]:
     """
     if not hashes:
         return set()
-    rows = sorted(hashes.items())
     cur = conn.execute(
         """
         INSERT INTO message_ids (project_id, message_id, content_hash)
-        SELECT p, m, h FROM unnest(%s::bigint[], %s::text[], %s::bytea[]) AS t(p, m, h)
-        ORDER BY p, m
+        SELECT (e->>0)::bigint, e->>1, decode(e->>2, 'hex')
+        FROM json_array_elements(%s::json) AS e
+        ORDER BY 1, 2
         ON CONFLICT (project_id, message_id) DO NOTHING
         RETURNING project_id, message_id
         """,
-        ([p for (p, _), _ in rows], [m for (_, m), _ in rows], [h for _, h in rows]),
+        (rows([[p, m, h.hex()] for (p, m), h in sorted(hashes.items())]),),
     )
     return {(int(p), str(m)) for p, m in cur.fetchall()}
 
@@ -37,10 +39,10 @@ def content_hashes(conn: psycopg.Connection, keys: list[Key]) -> dict[Key, bytes
         """
         SELECT k.project_id, k.message_id, k.content_hash
         FROM message_ids k
-        JOIN unnest(%s::bigint[], %s::text[]) AS t(p, m)
-          ON k.project_id = t.p AND k.message_id = t.m
+        JOIN json_array_elements(%s::json) AS e
+          ON k.project_id = (e->>0)::bigint AND k.message_id = e->>1
         """,
-        ([p for p, _ in keys], [m for _, m in keys]),
+        (rows(keys),),
     )
     return {(int(p), str(m)): bytes(h) for p, m, h in cur.fetchall()}
 

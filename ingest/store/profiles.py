@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ingest.store._json import jsonb
+from ingest.store._json import rows as json_rows
 
 
 @dataclass(slots=True)
@@ -54,9 +54,9 @@ def upsert(conn: psycopg.Connection, project_id: int, rows: list[ProfileRow]) ->
         INSERT INTO profiles AS p
             (id, project_id, traits, trait_timestamps, event_count, first_seen, last_seen)
         OVERRIDING SYSTEM VALUE
-        SELECT id, %s, traits, times, n, first_seen, last_seen
-        FROM unnest(%s::bigint[], %s::jsonb[], %s::jsonb[], %s::bigint[], %s::timestamptz[],
-                    %s::timestamptz[]) AS t(id, traits, times, n, first_seen, last_seen)
+        SELECT (e->>0)::bigint, %s, (e->1)::jsonb, (e->2)::jsonb, (e->>3)::bigint,
+               (e->>4)::timestamptz, (e->>5)::timestamptz
+        FROM json_array_elements(%s::json) AS e
         ON CONFLICT (id) DO UPDATE SET
             traits = EXCLUDED.traits,
             trait_timestamps = EXCLUDED.trait_timestamps,
@@ -67,12 +67,12 @@ def upsert(conn: psycopg.Connection, project_id: int, rows: list[ProfileRow]) ->
         """,
         (
             project_id,
-            [r.id for r in rows],
-            [jsonb(r.traits) for r in rows],
-            [jsonb(r.trait_times) for r in rows],
-            [r.event_count for r in rows],
-            [r.first_seen for r in rows],
-            [r.last_seen for r in rows],
+            json_rows(
+                [
+                    [r.id, r.traits, r.trait_times, r.event_count, r.first_seen, r.last_seen]
+                    for r in rows
+                ]
+            ),
         ),
     )
 
