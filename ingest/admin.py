@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -18,9 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ingest import reports
+from ingest import metrics, reports
 from ingest.config import Settings
-from ingest.store import projects, rejections
+from ingest.replay import replay as replay_letters
+from ingest.store import dead_letters, projects, rejections
 from ingest.store.projects import Project
 from ingest.wire import WireError
 
@@ -124,6 +126,96 @@ class Admin:
         keys = ("id", "received_at", "source", "index", "code", "message", "payload")
         return {"rejections": [dict(zip(keys, row, strict=True)) for row in rows]}
 
+    # --- dead letters -------------------------------------------------------------------
+
+    def _filter(self, project: Project, source: Any) -> dead_letters.Filter:
+        def when(name: str) -> datetime | None:
+            raw = source.get(name)
+            if not raw:
+                return None
+            try:
+                return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+            except ValueError:
+                raise WireError(400, "invalid_time", f"{name} is not an ISO-8601 time") from None
+
+        ids = source.get("ids")
+        if ids is not None and (
+            not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)
+        ):
+            raise WireError(400, "invalid_ids", "ids is a list of dead letter ids")
+        return dead_letters.Filter(
+            project_id=project.id,
+            reason=source.get("reason") or None,
+            status=source.get("status", "pending") or None,
+            since=when("since"),
+            until=when("until"),
+            ids=tuple(ids) if ids is not None else None,
+        )
+
+    async def dead_letters(self, request: Request) -> dict[str, Any]:
+        project = await self.project(request)
+        selection = self._filter(project, request.query_params)
+        limit = _limit(request, default=100)
+
+        def read(conn: psycopg.Connection) -> dict[str, Any]:
+            return {
+                "dead_letters": dead_letters.find(conn, selection, limit),
+                "counts": dead_letters.counts_by_reason(conn, selection),
+            }
+
+        return await self.query(read)  # type: ignore[no-any-return]
+
+    async def dead_letter(self, request: Request) -> dict[str, Any]:
+        project = await self.project(request)
+        letter = await self.query(lambda conn: dead_letters.get(conn, _id(request)))
+        if letter is None or letter["project_id"] != project.id:
+            raise WireError(404, "unknown_dead_letter", "no such dead letter in this project")
+        return letter  # type: ignore[no-any-return]
+
+    async def replay(self, request: Request) -> dict[str, Any]:
+        import orjson
+
+        project = await self.project(request)
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise WireError(400, "invalid_json", "the body must be JSON") from None
+        if not isinstance(body, dict):
+            raise WireError(400, "invalid_envelope", "the body must be a JSON object")
+        selection = self._filter(project, {**body, "status": "pending"})
+        dry_run = bool(body.get("dry_run"))
+        limit = int(body.get("limit") or 10_000)
+        payload = body.get("payload")
+        if payload is not None and (selection.ids is None or len(selection.ids) != 1):
+            raise WireError(400, "invalid_payload", "a corrected payload goes with one id")
+
+        def run(conn: psycopg.Connection) -> dict[str, Any]:
+            import redis as sync_redis
+
+            if payload is not None and not dry_run:
+                assert selection.ids is not None
+                if not dead_letters.edit_payload(conn, selection.ids[0], payload):
+                    raise WireError(404, "unknown_dead_letter", "no pending letter with that id")
+            client = sync_redis.Redis.from_url(self.settings.require_redis_url())
+            try:
+                done = replay_letters(
+                    conn, client, self.settings, selection, limit=limit, dry_run=dry_run
+                )
+            finally:
+                client.close()
+            metrics.REPLAYS.inc(done.replayed)
+            return {"matched": done.matched, "replayed": done.replayed, "dry_run": dry_run}
+
+        return await self.query(run)  # type: ignore[no-any-return]
+
+    async def discard(self, request: Request) -> dict[str, Any]:
+        project = await self.project(request)
+        selection = dead_letters.Filter(project_id=project.id, ids=(_id(request),))
+        count = await self.query(lambda conn: dead_letters.discard(conn, selection))
+        if not count:
+            raise WireError(404, "unknown_dead_letter", "no pending dead letter with that id")
+        return {"discarded": count}
+
     def routes(self, wrap: Callable[[str, Handler], Any]) -> list[Route]:
         def guarded(handler: Callable[[Request], Awaitable[dict[str, Any]]]) -> Handler:
             async def run(request: Request) -> dict[str, Any]:
@@ -142,7 +234,30 @@ class Admin:
                 methods=["GET"],
             ),
             Route(base + "/rejections", wrap("admin", guarded(self.rejections)), methods=["GET"]),
+            Route(
+                base + "/dead-letters", wrap("admin", guarded(self.dead_letters)), methods=["GET"]
+            ),
+            Route(
+                base + "/dead-letters/replay", wrap("admin", guarded(self.replay)), methods=["POST"]
+            ),
+            Route(
+                base + "/dead-letters/{id}",
+                wrap("admin", guarded(self.dead_letter)),
+                methods=["GET"],
+            ),
+            Route(
+                base + "/dead-letters/{id}",
+                wrap("admin", guarded(self.discard)),
+                methods=["DELETE"],
+            ),
         ]
+
+
+def _id(request: Request) -> int:
+    try:
+        return int(request.path_params["id"])
+    except ValueError:
+        raise WireError(404, "unknown_dead_letter", "dead letter ids are numbers") from None
 
 
 def _limit(request: Request, default: int) -> int:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ingest import logs
 from ingest.config import ConfigError, Settings, get_settings
-from ingest.store import projects
+from ingest.store import dead_letters, projects
 
 app = typer.Typer(
     help="koala-ingest: Segment calls in, visitors, companies and events out.",
@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 projects_app = typer.Typer(help="Projects (sources) and their public keys.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
+dlq_app = typer.Typer(help="Dead letters: inspect, replay, discard.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 
 DEMO_PROJECT = "demo"
@@ -235,6 +237,160 @@ def events_list(
     for e in page["events"]:
         table.add_row(e["timestamp"], e["type"], e["event"] or e["name"] or "", e["message_id"])
     console.print(table)
+
+
+def _selection(
+    conn: psycopg.Connection,
+    project: str | None,
+    reason: str | None,
+    since: str | None,
+    until: str | None,
+    ids: list[int] | None,
+    status: str | None = "pending",
+) -> dead_letters.Filter:
+    from datetime import datetime
+
+    def when(value: str | None, name: str) -> datetime | None:
+        if not value:
+            return None
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise _fail(f"--{name} is not an ISO-8601 time: {value!r}") from None
+
+    return dead_letters.Filter(
+        project_id=_project(conn, project).id if project else None,
+        reason=reason,
+        status=status,
+        since=when(since, "since"),
+        until=when(until, "until"),
+        ids=tuple(ids) if ids else None,
+    )
+
+
+ProjectOpt = Annotated[str | None, typer.Option(help="Project name.")]
+ReasonOpt = Annotated[str | None, typer.Option(help="Reason code.")]
+SinceOpt = Annotated[str | None, typer.Option(help="Failed at or after (ISO-8601).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Failed before (ISO-8601).")]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    project: ProjectOpt = None,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    status: Annotated[str, typer.Option(help="pending, replaying, replayed, discarded, all")] = (
+        "pending"
+    ),
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Dead letters, with counts by reason."""
+    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+        selection = _selection(
+            conn, project, reason, since, until, None, None if status == "all" else status
+        )
+        rows = dead_letters.find(conn, selection, limit)
+        counts = dead_letters.counts_by_reason(conn, selection)
+    if as_json:
+        _print_json({"dead_letters": rows, "counts": counts})
+        return
+    table = Table(
+        "id", "message id", "reason", "stage", "attempts", "status", "last failed", "error"
+    )
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["message_id"] or "",
+            r["reason"],
+            r["stage"],
+            str(r["attempts"]),
+            r["status"],
+            f"{r['last_failed_at']:%Y-%m-%d %H:%M:%S}",
+            (r["error"] or "")[:60],
+        )
+    console.print(table)
+    console.print("by reason: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+
+
+@dlq_app.command("show")
+def dlq_show(letter_id: int) -> None:
+    """One dead letter: payload, error and traceback."""
+    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+        letter = dead_letters.get(conn, letter_id)
+    if letter is None:
+        raise _fail(f"no dead letter {letter_id}")
+    _print_json(letter)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids.")] = None,
+    project: ProjectOpt = None,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed.")] = (
+        False
+    ),
+    rate: Annotated[float | None, typer.Option(help="At most this many calls a second.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100_000,
+    payload: Annotated[
+        Path | None, typer.Option(help="A corrected payload (JSON file) for one id.")
+    ] = None,
+) -> None:
+    """Send pending dead letters through the pipeline again (by ids or by filter)."""
+    import redis
+    from rich.progress import Progress
+
+    from ingest.replay import replay
+
+    if not ids and not project:
+        raise _fail("give dead letter ids, or --project with filters")
+    if payload is not None and (not ids or len(ids) != 1):
+        raise _fail("--payload goes with exactly one id")
+    settings = _settings()
+    client = redis.Redis.from_url(settings.require_redis_url())
+    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+        selection = _selection(conn, project, reason, since, until, ids)
+        if payload is not None and not dry_run:
+            assert ids is not None
+            if not dead_letters.edit_payload(conn, ids[0], orjson.loads(payload.read_bytes())):
+                raise _fail(f"no pending dead letter {ids[0]}")
+        if dry_run:
+            done = replay(conn, client, settings, selection, limit=limit, dry_run=True)
+            for r in done.letters:
+                typer.echo(f"would replay {r['id']} ({r['reason']}, {r['message_id']})")
+            typer.echo(f"matched {done.matched}; dry run, nothing replayed")
+            return
+        total = len(dead_letters.find(conn, selection, limit))
+        with Progress(console=console) as bar:
+            task = bar.add_task("replaying", total=total)
+            done = replay(
+                conn,
+                client,
+                settings,
+                selection,
+                limit=limit,
+                rate=rate,
+                progress=lambda n: bar.advance(task, n),
+            )
+    typer.echo(f"matched {done.matched}, replayed {done.replayed}")
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids.")] = None,
+    project: ProjectOpt = None,
+    reason: ReasonOpt = None,
+) -> None:
+    """Mark pending dead letters discarded (they stay visible as discarded)."""
+    if not ids and not project:
+        raise _fail("give dead letter ids, or --project with filters")
+    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+        count = dead_letters.discard(conn, _selection(conn, project, reason, None, None, ids))
+    typer.echo(f"discarded {count}")
 
 
 @app.command()

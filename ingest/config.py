@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     )
 
     dedup_window_days: int = Field(default=7, ge=1)
+    retry_max_attempts: int = Field(
+        default=12,
+        ge=0,
+        description="Retries of a batch failing transiently before its calls are"
+        " dead-lettered (while PostgreSQL is unreachable, retries go on).",
+    )
+    retry_max_age_seconds: int = Field(default=6 * 3600, ge=60)
+    retry_backoff_max_seconds: int = Field(default=300, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
     worker_batch_max_calls: int = Field(default=1000, ge=1)
     db_pool_max_size: int = Field(default=4, ge=1)

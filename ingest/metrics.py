@@ -40,3 +40,8 @@ GROUP_COMMITS = Counter(
     "Redis writes of the group commit (each carries one or more requests).",
     registry=REGISTRY,
 )
+REPLAYS = Counter(
+    "koala_dead_letters_replayed_total",
+    "Dead letters sent back through the pipeline by an operator or the auto-replay.",
+    registry=REGISTRY,
+)

@@ -271,6 +271,7 @@ def _admin_paths() -> dict[str, Any]:
         _query("limit", "At most this many (1-1000).", "integer"),
         _query("cursor", "`next` of the previous page."),
     ]
+    letter = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
     profile = {"name": "profile_id", "in": "path", "required": True, "schema": {"type": "integer"}}
     return {
         base + "/stats": _admin_get(
@@ -289,6 +290,43 @@ def _admin_paths() -> dict[str, Any]:
             [profile, *page],
             '`{"events": [...], "next": cursor or null}`.',
         ),
+        base + "/dead-letters": _admin_get(
+            "Dead letters (default: pending), filtered; with counts by reason.",
+            [
+                _query("reason", "Reason code."),
+                _query("status", "pending (default), replaying, replayed or discarded."),
+                _query("since", "ISO-8601."),
+                _query("until", "ISO-8601."),
+                page[0],
+            ],
+            '`{"dead_letters": [...], "counts": {reason: n}}`.',
+        ),
+        base + "/dead-letters/replay": {
+            "post": {
+                "summary": "Replay dead letters by `ids` or by filter (`reason`, `since`, `until`);"
+                " `dry_run` shows what would be replayed; `payload` corrects one letter.",
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {
+                    "200": {"description": '`{"matched": n, "replayed": n}`.'},
+                    "400": ERRORS["400"],
+                    "401": _json("Error", "Missing or wrong token."),
+                },
+            }
+        },
+        base + "/dead-letters/{id}": {
+            **_admin_get("One dead letter with its traceback.", [letter], "The letter."),
+            "delete": {
+                **_admin_get(
+                    "Discard a pending dead letter (it stays visible).",
+                    [letter],
+                    '`{"discarded": 1}`.',
+                )["get"]
+            },
+        },
         base + "/rejections": _admin_get(
             "Calls refused for their content, newest first.",
             [page[0]],

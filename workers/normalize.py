@@ -68,6 +68,7 @@ class Event:
     payload: dict[str, Any] = field(default_factory=dict)
     content_hash: bytes = b""
     profile: int | None = None  # set by resolve
+    replay_of: int | None = None  # the dead letter this call is a replay of
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -3,10 +3,14 @@
 Called by the Celery task inside one database transaction. Every stage is either a pure
 rule (normalize, resolve) or set-based SQL (dedupe, store): a handful of statements per
 batch and project, never a query per call.
+
+A call that breaks the batch for good (not a transient error) is isolated by bisection
+in savepoints: it becomes a dead letter and the rest of the batch is stored.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +27,8 @@ from workers.dedupe import dedupe
 from workers.normalize import Event, NormalizeError, normalize
 from workers.resolve import resolve
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class BatchResult:
@@ -33,6 +39,58 @@ class BatchResult:
 
     def total(self, what: str) -> int:
         return sum(c[what] for c in self.per_project.values())
+
+    def add(self, other: BatchResult) -> None:
+        for project_id, counts in other.per_project.items():
+            self.per_project.setdefault(project_id, Counter()).update(counts)
+
+
+def dead_letter_for(
+    request: dict[str, Any],
+    call: dict[str, Any],
+    replay_of: int | None,
+    stage: str,
+    reason: str,
+    error: BaseException,
+) -> DeadLetter:
+    return DeadLetter(
+        project_id=int(request["project_id"]),
+        message_id=call.get("messageId") or call.get("message_id"),
+        payload=call,
+        stage=stage,
+        reason=reason,
+        error=str(error)[:2000],
+        traceback="".join(traceback.format_exception(error))[-8000:],
+        source=str(request["source"]),
+        shared=request.get("shared"),
+        received_at=request.get("received_at"),
+        replay_of=replay_of,
+    )
+
+
+def _rejection_rows(request: dict[str, Any], result: BatchResult) -> list[RejectionRow]:
+    project_id = int(request["project_id"])
+    rows = []
+    for r in request.get("rejected") or ():
+        payload = r["payload"].replace("\x00", "\\u0000")  # text cannot hold NUL
+        rows.append(
+            RejectionRow(
+                project_id,
+                request["received_at"],
+                str(request["source"]),
+                r.get("index"),
+                r["code"],
+                r["message"],
+                payload,
+            )
+        )
+        result.count(project_id, "rejected")
+    return rows
+
+
+def _replay_ids(request: dict[str, Any]) -> list[int | None]:
+    ids = request.get("dead_letter_ids")
+    return list(ids) if ids else [None] * len(request.get("calls") or ())
 
 
 def process(
@@ -45,25 +103,19 @@ def process(
     for request in requests:
         project_id = int(request["project_id"])
         source = str(request["source"])
-        for r in request.get("rejected") or ():
-            refused.append(
-                RejectionRow(
-                    project_id,
-                    request["received_at"],
-                    source,
-                    r.get("index"),
-                    r["code"],
-                    r["message"],
-                    r["payload"],
-                )
-            )
-            result.count(project_id, "rejected")
-        for call in request.get("calls") or ():
+        refused += _rejection_rows(request, result)
+        for call, replay_of in zip(request.get("calls") or (), _replay_ids(request), strict=True):
             try:
-                events.append(normalize(project_id, source, call, request.get("shared"), blocked))
+                event = normalize(project_id, source, call, request.get("shared"), blocked)
             except NormalizeError as error:
-                dead.append(_dead_letter(project_id, call, "normalize", error.reason, error))
-                result.count(project_id, "dead_lettered")
+                dead.append(
+                    dead_letter_for(request, call, replay_of, "normalize", error.reason, error)
+                )
+                if replay_of is None:  # a failed replay is already counted as dead
+                    result.count(project_id, "dead_lettered")
+                continue
+            event.replay_of = replay_of
+            events.append(event)
 
     deduped = dedupe(conn, events)
     for e in deduped.duplicates:
@@ -79,21 +131,98 @@ def process(
         store.apply(conn, project_id, batch, plan, graph)
         result.count(project_id, "stored", len(batch))
 
+    replayed = {e.replay_of: e.project_id for e in events if e.replay_of is not None}
+    for letter_id in dead_letters.finish_replay(conn, sorted(replayed)):
+        result.count(replayed[letter_id], "dead_lettered", -1)  # resolved: stored or duplicate
     rejections.insert(conn, refused)
     dead_letters.insert(conn, dead)
     counters.add(conn, result.per_project)
     return result
 
 
-def _dead_letter(
-    project_id: int, call: dict[str, Any], stage: str, reason: str, error: BaseException
-) -> DeadLetter:
-    return DeadLetter(
-        project_id=project_id,
-        message_id=call.get("messageId") or call.get("message_id"),
-        payload=call,
-        stage=stage,
-        reason=reason,
-        error=str(error),
-        traceback="".join(traceback.format_exception(error)),
-    )
+def split_units(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One request per call (rejections in a unit of their own), for isolation."""
+    units = []
+    for request in requests:
+        if request.get("rejected"):
+            units.append({**request, "calls": [], "dead_letter_ids": None})
+        for call, replay_of in zip(request.get("calls") or (), _replay_ids(request), strict=True):
+            units.append(
+                {
+                    **request,
+                    "calls": [call],
+                    "rejected": [],
+                    "dead_letter_ids": [replay_of] if replay_of else None,
+                }
+            )
+    return units
+
+
+def process_isolating(
+    conn: psycopg.Connection,
+    requests: list[dict[str, Any]],
+    blocked: frozenset[str],
+    retryable: tuple[type[BaseException], ...],
+) -> BatchResult:
+    """Process a batch that failed for good: bisect it in savepoints until each failing
+    call is alone, dead-letter those (stage `store`), store everything else."""
+    result = BatchResult()
+    _bisect(conn, split_units(requests), blocked, retryable, result)
+    return result
+
+
+def _bisect(
+    conn: psycopg.Connection,
+    units: list[dict[str, Any]],
+    blocked: frozenset[str],
+    retryable: tuple[type[BaseException], ...],
+    result: BatchResult,
+) -> None:
+    if not units:
+        return
+    try:
+        with conn.transaction():
+            result.add(process(conn, units, blocked))
+        return
+    except retryable:
+        raise
+    except Exception as error:
+        if len(units) > 1:
+            middle = len(units) // 2
+            _bisect(conn, units[:middle], blocked, retryable, result)
+            _bisect(conn, units[middle:], blocked, retryable, result)
+            return
+        [unit] = units
+        log.warning("poison call isolated: %s", error)
+        with conn.transaction():
+            letters = [
+                dead_letter_for(unit, call, replay_of, "store", type(error).__name__, error)
+                for call, replay_of in zip(unit["calls"], _replay_ids(unit), strict=True)
+            ]
+            dead_letters.insert(conn, letters)
+            fresh = [d for d in letters if d.replay_of is None]
+            dead = BatchResult()
+            if fresh:
+                dead.count(unit["project_id"], "dead_lettered", len(fresh))
+                counters.add(conn, dead.per_project)
+            result.add(dead)
+
+
+def dead_letter_all(
+    conn: psycopg.Connection, requests: list[dict[str, Any]], reason: str, error: BaseException
+) -> BatchResult:
+    """Every call of a batch that kept failing transiently becomes a dead letter (stage
+    `store`); its rejections are still recorded."""
+    result = BatchResult()
+    letters: list[DeadLetter] = []
+    refused: list[RejectionRow] = []
+    for unit in split_units(requests):
+        refused += _rejection_rows(unit, result)
+        for call, replay_of in zip(unit["calls"], _replay_ids(unit), strict=True):
+            letters.append(dead_letter_for(unit, call, replay_of, "store", reason, error))
+            if replay_of is None:
+                result.count(int(unit["project_id"]), "dead_lettered")
+    rejections.insert(conn, refused)
+    dead_letters.insert(conn, letters)
+    counters.add(conn, result.per_project)
+    return result

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
+import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -19,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
-from ingest.store import message_ids
+from ingest.store import batches, message_ids
 from workers import pipeline
 
 log = logging.getLogger(__name__)
@@ -98,31 +99,78 @@ class _Pools:
 
 
 class DatabaseTask(Task):  # type: ignore[misc]
-    """Base task: work runs in one transaction; RETRYABLE errors become retries with
-    exponential backoff and jitter, so a PostgreSQL restart delays calls but loses none."""
+    """Base task: acknowledged only after its transaction commits, redelivered if its
+    process dies. Transient errors are retried by `run_with_retries`."""
 
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
-    autoretry_for = RETRYABLE
-    retry_backoff = 2
-    retry_backoff_max = 120
-    retry_jitter = True
-    max_retries = None  # bounded by age in the dead-letter issue; never drop a batch here
+
+
+def backoff(attempt: int, cap: int) -> float:
+    """Exponential backoff with full jitter: up to 1, 2, 4, ... seconds, at most `cap`."""
+    return random.uniform(0.5, min(cap, 2**attempt))
+
+
+def _first_received(requests: list[dict[str, Any]]) -> datetime:
+    stamps = [datetime.fromisoformat(r["received_at"].replace("Z", "+00:00")) for r in requests]
+    return min(stamps, default=datetime.now(UTC))
 
 
 @app.task(name=TASK_NAME, base=DatabaseTask, bind=True)
 def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
-    """Process one queued batch (one or more whole HTTP requests)."""
+    """Process one queued batch (one or more whole HTTP requests), exactly once.
+
+    - transient failure (PostgreSQL unreachable, deadlock, serialization failure): retried
+      with backoff; after `KOALA_RETRY_MAX_ATTEMPTS` or `KOALA_RETRY_MAX_AGE_SECONDS` its
+      calls become dead letters, and if even that cannot be written, retries go on: nothing
+      is acknowledged that is not in PostgreSQL;
+    - permanent failure: the poison calls are isolated and dead-lettered, the rest stored.
+    """
     settings = get_settings()
     blocked = frozenset(settings.blocked_identifiers)
-    with _Pools.get().connection() as conn, conn.transaction():
-        result = pipeline.process(conn, requests, blocked)
+    task_id = self.request.id or ""
+    try:
+        with _Pools.get().connection() as conn, conn.transaction():
+            if not batches.claim(conn, task_id):
+                log.info("batch %s was already committed; skipped", task_id)
+                return {"skipped": 1}
+            try:
+                with conn.transaction():
+                    result = pipeline.process(conn, requests, blocked)
+            except RETRYABLE:
+                raise
+            except Exception as error:
+                log.warning("batch %s failed (%s); isolating the poison calls", task_id, error)
+                result = pipeline.process_isolating(conn, requests, blocked, RETRYABLE)
+    except RETRYABLE as error:
+        attempts = self.request.retries
+        age = (datetime.now(UTC) - _first_received(requests)).total_seconds()
+        if attempts < settings.retry_max_attempts and age < settings.retry_max_age_seconds:
+            delay = backoff(attempts, settings.retry_backoff_max_seconds)
+            log.warning("batch %s: %s; retry %d in %.1fs", task_id, error, attempts + 1, delay)
+            raise self.retry(exc=error, countdown=delay, max_retries=None) from None
+        log.error("batch %s: still failing after %d retries: dead-lettering it", task_id, attempts)
+        try:
+            return _dead_letter_batch(task_id, requests, error)
+        except RETRYABLE as again:  # the store itself is down: keep the batch in the queue
+            delay = settings.retry_backoff_max_seconds
+            raise self.retry(exc=again, countdown=delay, max_retries=None) from None
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
     log.info("batch done %s", summary)
     return summary
+
+
+def _dead_letter_batch(
+    task_id: str, requests: list[dict[str, Any]], error: BaseException
+) -> dict[str, int]:
+    with _Pools.get().connection() as conn, conn.transaction():
+        if not batches.claim(conn, task_id):
+            return {"skipped": 1}
+        result = pipeline.dead_letter_all(conn, requests, "transient_exhausted", error)
+    return {"dead_lettered": result.total("dead_lettered")}
 
 
 @app.task(name="koala.expire_message_ids", base=DatabaseTask, bind=True)

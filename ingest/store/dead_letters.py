@@ -1,13 +1,25 @@
-"""The `dead_letters` table: calls that could not be stored, with their payload."""
+"""The `dead_letters` table: calls that could not be stored, with their payload as received.
+
+States: `pending` (waiting for an operator or the auto-replay), `replaying` (sent back
+through the pipeline, not finished), `replayed` (stored, or found a duplicate, on replay),
+`discarded` (an operator decided; still visible).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
-from ingest.store._json import jsonb
+from ingest.store._json import jsonb, storable
+
+PUBLIC = (
+    "id, message_id, source, stage, reason, error, attempts, replays, status, first_failed_at,"
+    " last_failed_at, replayed_at, payload"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,24 +31,159 @@ class DeadLetter:
     reason: str
     error: str
     traceback: str | None
+    source: str = "segment"
+    shared: dict[str, Any] | None = None
+    received_at: str | None = None
+    replay_of: int | None = None  # the dead letter this call was replayed from
 
 
 def insert(conn: psycopg.Connection, letters: list[DeadLetter]) -> None:
-    if not letters:
-        return
-    with conn.cursor().copy(
-        "COPY dead_letters (project_id, message_id, payload, stage, reason, error, traceback)"
-        " FROM STDIN"
-    ) as copy:
-        for d in letters:
-            copy.write_row(
-                (
-                    d.project_id,
-                    d.message_id,
-                    jsonb(d.payload),
-                    d.stage,
-                    d.reason,
-                    d.error,
-                    d.traceback,
+    """New dead letters; a replayed call that failed again goes back to its own row with
+    its attempt count raised (never a second row, never a loop)."""
+    fresh = [d for d in letters if d.replay_of is None]
+    again = [d for d in letters if d.replay_of is not None]
+    if fresh:
+        with conn.cursor().copy(
+            "COPY dead_letters (project_id, message_id, payload, stage, reason, error,"
+            " traceback, source, shared, received_at) FROM STDIN"
+        ) as copy:
+            for d in fresh:
+                copy.write_row(
+                    (
+                        d.project_id,
+                        d.message_id,
+                        jsonb(storable(d.payload)),
+                        d.stage,
+                        d.reason,
+                        d.error,
+                        d.traceback,
+                        d.source,
+                        jsonb(storable(d.shared)) if d.shared else None,
+                        d.received_at,
+                    )
                 )
-            )
+    for d in again:
+        conn.execute(
+            """
+            UPDATE dead_letters SET status = 'pending', attempts = attempts + 1,
+                stage = %s, reason = %s, error = %s, traceback = %s,
+                last_failed_at = now(), updated_at = now()
+            WHERE id = %s
+            """,
+            (d.stage, d.reason, d.error, d.traceback, d.replay_of),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    project_id: int | None = None
+    reason: str | None = None
+    status: str | None = "pending"
+    since: datetime | None = None
+    until: datetime | None = None
+    ids: tuple[int, ...] | None = None
+
+
+def _where(f: Filter) -> tuple[str, dict[str, Any]]:
+    clauses = ["true"]
+    params: dict[str, Any] = {}
+    if f.project_id is not None:
+        clauses.append("project_id = %(project)s")
+        params["project"] = f.project_id
+    if f.reason:
+        clauses.append("reason = %(reason)s")
+        params["reason"] = f.reason
+    if f.status:
+        clauses.append("status = %(status)s")
+        params["status"] = f.status
+    if f.since:
+        clauses.append("last_failed_at >= %(since)s")
+        params["since"] = f.since
+    if f.until:
+        clauses.append("last_failed_at < %(until)s")
+        params["until"] = f.until
+    if f.ids is not None:
+        clauses.append("id = ANY(%(ids)s)")
+        params["ids"] = list(f.ids)
+    return " AND ".join(clauses), params
+
+
+def find(conn: psycopg.Connection, f: Filter, limit: int) -> list[dict[str, Any]]:
+    where, params = _where(f)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT project_id, {PUBLIC} FROM dead_letters WHERE {where}"
+            " ORDER BY id LIMIT %(limit)s",
+            {**params, "limit": limit},
+        )
+        return cur.fetchall()
+
+
+def counts_by_reason(conn: psycopg.Connection, f: Filter) -> dict[str, int]:
+    where, params = _where(f)
+    cur = conn.execute(
+        f"SELECT reason, count(*) FROM dead_letters WHERE {where} GROUP BY reason ORDER BY 1",
+        params,
+    )
+    return {str(r): int(n) for r, n in cur.fetchall()}
+
+
+def get(conn: psycopg.Connection, letter_id: int) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT project_id, traceback, shared, received_at, edited_at, {PUBLIC}"
+            " FROM dead_letters WHERE id = %s",
+            (letter_id,),
+        )
+        return cur.fetchone()
+
+
+def claim_for_replay(conn: psycopg.Connection, f: Filter, limit: int) -> list[dict[str, Any]]:
+    """Move matching pending letters to `replaying` and return what to send again. Rows
+    locked by a concurrent replay are skipped, so two replays never send one letter twice."""
+    where, params = _where(f)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""
+            UPDATE dead_letters d SET status = 'replaying', replays = replays + 1,
+                updated_at = now()
+            FROM (SELECT id FROM dead_letters WHERE {where} ORDER BY id LIMIT %(limit)s
+                  FOR UPDATE SKIP LOCKED) AS chosen
+            WHERE d.id = chosen.id
+            RETURNING d.id, d.project_id, d.message_id, d.source, d.shared, d.payload,
+                      coalesce(d.received_at, d.first_failed_at) AS received_at
+            """,
+            {**params, "limit": limit},
+        )
+        return cur.fetchall()
+
+
+def finish_replay(conn: psycopg.Connection, ids: list[int]) -> list[int]:
+    """Mark replayed letters done; return the ids not done before (only those move the
+    counters, so a letter replayed twice is counted once)."""
+    if not ids:
+        return []
+    cur = conn.execute(
+        "UPDATE dead_letters SET status = 'replayed', replayed_at = now(), updated_at = now()"
+        " WHERE id = ANY(%s) AND status IN ('replaying', 'pending') RETURNING id",
+        (ids,),
+    )
+    return [int(r[0]) for r in cur.fetchall()]
+
+
+def edit_payload(conn: psycopg.Connection, letter_id: int, payload: dict[str, Any]) -> bool:
+    cur = conn.execute(
+        "UPDATE dead_letters SET payload = %s, edited_at = now(), updated_at = now()"
+        " WHERE id = %s AND status = 'pending'",
+        (jsonb(payload), letter_id),
+    )
+    return cur.rowcount == 1
+
+
+def discard(conn: psycopg.Connection, f: Filter) -> int:
+    where, params = _where(f)
+    cur = conn.execute(
+        f"UPDATE dead_letters SET status = 'discarded', updated_at = now() WHERE {where}",
+        params,
+    )
+    return cur.rowcount

@@ -1,0 +1,82 @@
+"""Replay dead letters through the same pipeline (normalize, dedupe, resolve, store).
+
+Safe to press twice: letters are claimed (`pending` -> `replaying`) with SKIP LOCKED, so
+two replays never send one letter twice, and the workers' dedup by messageId stores
+nothing twice anyway. A replayed call that fails again returns to its own row with its
+attempt count raised. The queue message is written before the claim commits: if the
+commit fails, the replay still resolves its (still pending) letter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import redis
+
+from ingest.config import Settings
+from ingest.queue import celery_message
+from ingest.store import dead_letters
+from ingest.store.dead_letters import Filter
+
+CHUNK = 100
+
+
+@dataclass
+class ReplayResult:
+    matched: int
+    replayed: int
+    dry_run: bool
+    letters: list[dict[str, Any]]
+
+
+def _request(letter: dict[str, Any]) -> dict[str, Any]:
+    received: datetime = letter["received_at"]
+    return {
+        "project_id": letter["project_id"],
+        "source": letter["source"],
+        "received_at": received.isoformat(),
+        "shared": letter["shared"],
+        "calls": [letter["payload"]],
+        "rejected": [],
+        "dead_letter_ids": [letter["id"]],
+    }
+
+
+def replay(
+    conn: psycopg.Connection,
+    client: redis.Redis,
+    settings: Settings,
+    selection: Filter,
+    *,
+    limit: int = 10_000,
+    dry_run: bool = False,
+    rate: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Replay up to `limit` pending letters matching `selection` (at most `rate` a second)."""
+    selection = Filter(**{**selection.__dict__, "status": "pending"})
+    if dry_run:
+        found = dead_letters.find(conn, selection, limit)
+        return ReplayResult(len(found), 0, True, found)
+    replayed = 0
+    started = time.monotonic()
+    while replayed < limit:
+        with conn.transaction():
+            claimed = dead_letters.claim_for_replay(conn, selection, min(CHUNK, limit - replayed))
+            if not claimed:
+                break
+            message = celery_message(settings.queue_name, [_request(d) for d in claimed])
+            client.lpush(settings.queue_key, message)
+        replayed += len(claimed)
+        if progress is not None:
+            progress(len(claimed))
+        if rate:
+            ahead = replayed / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    return ReplayResult(replayed, replayed, False, [])
