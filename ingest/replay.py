@@ -9,6 +9,7 @@ commit fails, the replay still resolves its (still pending) letter.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +37,18 @@ class ReplayResult:
 
 def _request(letter: dict[str, Any]) -> dict[str, Any]:
     received: datetime = letter["received_at"]
+    call = dict(letter["payload"])
+    # A corrected payload written by hand may lack the receiver's stamps: keep the originals.
+    call.setdefault("receivedAt", received.isoformat())
+    id_key = "message_id" if letter["source"] == "koala" else "messageId"
+    if letter["message_id"] and not call.get(id_key):
+        call[id_key] = letter["message_id"]
     return {
         "project_id": letter["project_id"],
         "source": letter["source"],
         "received_at": received.isoformat(),
         "shared": letter["shared"],
-        "calls": [letter["payload"]],
+        "calls": [call],
         "rejected": [],
         "dead_letter_ids": [letter["id"]],
     }
@@ -59,7 +66,7 @@ def replay(
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Replay up to `limit` pending letters matching `selection` (at most `rate` a second)."""
-    selection = Filter(**{**selection.__dict__, "status": "pending"})
+    selection = dataclasses.replace(selection, status="pending")
     if dry_run:
         found = dead_letters.find(conn, selection, limit)
         return ReplayResult(len(found), 0, True, found)

@@ -219,3 +219,16 @@ def test_a_call_without_message_id_or_stamp_cannot_be_normalized() -> None:
     assert error.value.reason == "missing_message_id"
     with pytest.raises(NormalizeError):
         normalize(1, "segment", {"type": "track", "event": "E", "messageId": "m"}, None, BLOCKED)
+
+
+def test_a_timestamp_the_skew_rule_pushes_out_of_range_is_a_normalize_error() -> None:
+    with pytest.raises(NormalizeError) as error:
+        seg(
+            {
+                "type": "track",
+                "event": "E",
+                "timestamp": "0001-01-01T00:00:00Z",
+                "sentAt": "9999-12-31T00:00:00Z",
+            }
+        )
+    assert error.value.reason == "invalid_timestamp"

@@ -96,7 +96,12 @@ def corrected_timestamp(
         return received_at
     if sent_at is None:
         return original
-    return received_at - (sent_at - original)
+    try:
+        return received_at - (sent_at - original)
+    except OverflowError:
+        raise NormalizeError(
+            "invalid_timestamp", f"timestamp {original} sent at {sent_at} is out of range"
+        ) from None
 
 
 def clean_identifier(value: Any, blocked: frozenset[str]) -> str | None:

@@ -1,0 +1,300 @@
+"""Failures for real: a poison call in a batch, replay (twice), and PostgreSQL stopped for
+30 s under load, with reconciliation checked through every step."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+from conftest import Proc, Receiver, Servers, koala, start_receiver, start_worker, wait_for
+
+from ingest.embedded import EmbeddedPostgres, ensure_database
+from ingest.migrate import migrate
+from ingest.queue import celery_message
+from ingest.store import projects
+from ingest.store.projects import Project
+
+TOKEN = "dlq-token"
+
+
+@pytest.fixture(scope="module")
+def rx(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    started = start_receiver(servers, tmp_path_factory.mktemp("dlq"), ADMIN_TOKEN=TOKEN)
+    yield started
+    started.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def dlq_worker(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_worker(servers, tmp_path_factory.mktemp("dlq-worker"), name="dlq")
+    yield proc
+    proc.stop()
+
+
+def admin(rx: Receiver, method: str, path: str, **kwargs: Any) -> Any:
+    response = httpx.request(
+        method, rx.url + path, headers={"Authorization": f"Bearer {TOKEN}"}, **kwargs
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def send(rx: Receiver, project: Project, batch: list[dict[str, Any]]) -> httpx.Response:
+    return httpx.post(rx.url + "/v1/batch", json={"batch": batch}, auth=(project.public_key, ""))
+
+
+def stats(rx: Receiver, project: Project) -> dict[str, Any]:
+    return admin(rx, "GET", f"/admin/projects/{project.name}/stats")  # type: ignore[no-any-return]
+
+
+def balanced(s: dict[str, Any]) -> bool:
+    return s["received"] == (
+        s["stored"] + s["duplicates"] + s["rejected"] + s["dead_lettered"] + s["in_flight"]
+    )
+
+
+def settled(rx: Receiver, project: Project, received: int) -> Any:
+    def done() -> dict[str, Any] | None:
+        s = stats(rx, project)
+        return s if s["in_flight"] == 0 and s["received"] == received else None
+
+    return wait_for(done, timeout=60, interval=0.2)
+
+
+def test_poison_call_is_isolated_then_fixed_and_replayed_once(
+    rx: Receiver, dlq_worker: Proc, project: Project, db: psycopg.Connection
+) -> None:
+    good = [
+        {"type": "track", "event": "Ok", "userId": f"u{i}", "messageId": f"ok-{i}"}
+        for i in range(20)
+    ]
+    # PostgreSQL's jsonb cannot hold U+0000: this call can never be stored as sent
+    poison = {
+        "type": "track",
+        "event": "Bad",
+        "userId": "u-bad",
+        "messageId": "poison-1",
+        "properties": {"note": "nul\u0000byte"},
+    }
+    assert send(rx, project, [*good[:10], poison, *good[10:]]).status_code == 200
+    s = settled(rx, project, 21)
+    assert (s["stored"], s["dead_lettered"]) == (20, 1) and balanced(s)
+
+    base = f"/admin/projects/{project.name}/dead-letters"
+    listed = admin(rx, "GET", base)
+    [letter] = listed["dead_letters"]
+    assert letter["message_id"] == "poison-1" and letter["stage"] == "store"
+    assert (
+        letter["payload"]["event"] == "Bad" and "\\u0000" in letter["payload"]["properties"]["note"]
+    )
+    assert listed["counts"] == {letter["reason"]: 1}
+    shown = admin(rx, "GET", f"{base}/{letter['id']}")
+    assert "Traceback" in shown["traceback"]
+
+    dry = admin(rx, "POST", base + "/replay", json={"ids": [letter["id"]], "dry_run": True})
+    assert (dry["matched"], dry["replayed"]) == (1, 0)
+    fixed = dict(poison, properties={"note": "fixed"})
+    done = admin(rx, "POST", base + "/replay", json={"ids": [letter["id"]], "payload": fixed})
+    assert (done["matched"], done["replayed"]) == (1, 1)
+
+    def resolved() -> dict[str, Any] | None:
+        s = stats(rx, project)
+        return s if s["dead_lettered"] == 0 else None
+
+    s = wait_for(resolved, timeout=30)
+    assert s["stored"] == 21 and s["in_flight"] == 0 and balanced(s)
+    again = admin(rx, "POST", base + "/replay", json={"ids": [letter["id"]]})
+    assert again == {"matched": 0, "replayed": 0, "dry_run": False}
+    rows = db.execute(
+        "SELECT count(*) FROM events WHERE project_id = %s AND message_id = %s",
+        (project.id, "poison-1"),
+    ).fetchone()
+    assert rows == (1,)
+    status = admin(rx, "GET", base, params={"status": "replayed"})["dead_letters"]
+    assert [d["id"] for d in status] == [letter["id"]]
+
+
+def test_replaying_a_letter_that_fails_again_raises_its_attempts(
+    rx: Receiver, dlq_worker: Proc, project: Project
+) -> None:
+    poison = {
+        "type": "track",
+        "event": "Bad",
+        "userId": "u",
+        "messageId": "p-2",
+        # a client clock gone wild: the skew correction lands before year 1
+        "timestamp": "0001-01-01T00:00:00Z",
+        "sentAt": "9999-12-31T00:00:00Z",
+    }
+    send(rx, project, [poison])
+    settled(rx, project, 1)
+    base = f"/admin/projects/{project.name}/dead-letters"
+    [letter] = admin(rx, "GET", base)["dead_letters"]
+    for attempt in (2, 3):
+        assert (
+            admin(rx, "POST", base + "/replay", json={"reason": letter["reason"]})["replayed"] == 1
+        )
+
+        def back() -> Any:
+            found = admin(rx, "GET", base)["dead_letters"]
+            return found if found and found[0]["attempts"] == attempt else None
+
+        [again] = wait_for(back, timeout=30)
+        assert again["id"] == letter["id"] and again["status"] == "pending"
+    assert again["reason"] == "invalid_timestamp" and again["stage"] == "normalize"
+    s = stats(rx, project)
+    assert s["dead_lettered"] == 1 and balanced(s)
+
+
+def test_discarded_letters_stay_visible(rx: Receiver, dlq_worker: Proc, project: Project) -> None:
+    send(
+        rx,
+        project,
+        [
+            {
+                "type": "track",
+                "event": "B",
+                "userId": "u",
+                "messageId": "p-3",
+                "properties": {"x": "\u0000"},
+            }
+        ],
+    )
+    settled(rx, project, 1)
+    base = f"/admin/projects/{project.name}/dead-letters"
+    [letter] = admin(rx, "GET", base)["dead_letters"]
+    assert admin(rx, "DELETE", f"{base}/{letter['id']}") == {"discarded": 1}
+    assert admin(rx, "GET", base)["dead_letters"] == []
+    [kept] = admin(rx, "GET", base, params={"status": "discarded"})["dead_letters"]
+    assert kept["id"] == letter["id"]
+    assert (
+        httpx.delete(
+            rx.url + f"{base}/{letter['id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).status_code
+        == 404
+    )
+
+
+def test_dlq_cli_lists_shows_and_replays_with_dry_run(
+    servers: Servers, rx: Receiver, dlq_worker: Proc, project: Project
+) -> None:
+    send(
+        rx,
+        project,
+        [
+            {
+                "type": "track",
+                "event": "B",
+                "userId": "u",
+                "messageId": "p-4",
+                "properties": {"x": "\u0000"},
+            }
+        ],
+    )
+    settled(rx, project, 1)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            koala(*args), env=servers.env(), capture_output=True, text=True, timeout=60
+        )
+
+    listed = cli("dlq", "list", "--project", project.name, "--json")
+    assert listed.returncode == 0, listed.stderr
+    import json
+
+    [letter] = json.loads(listed.stdout)["dead_letters"]
+    assert '"message_id": "p-4"' in cli("dlq", "show", str(letter["id"])).stdout
+    dry = cli("dlq", "replay", "--project", project.name, "--dry-run")
+    assert "matched 1; dry run" in dry.stdout
+    replayed = cli("dlq", "replay", str(letter["id"]), "--rate", "50")
+    assert "replayed 1" in replayed.stdout
+
+
+@pytest.mark.slow
+def test_postgresql_stopped_30s_under_load_stores_everything_once(
+    servers: Servers, tmp_path: Path
+) -> None:
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    url = ensure_database(pg.start(), "outage")
+    migrate(url)
+    with psycopg.connect(url) as conn:
+        project = projects.create(conn, "outage")
+    queue = f"outage-{secrets.token_hex(3)}"
+    client = redis.Redis.from_url(servers.redis_url)
+    worker = start_worker(
+        servers,
+        tmp_path,
+        name="outage",
+        DATABASE_URL=url,
+        KOALA_QUEUE_NAME=queue,
+        KOALA_RETRY_BACKOFF_MAX_SECONDS="8",
+    )
+    sent = 0
+
+    def push(n: int) -> None:
+        nonlocal sent
+        calls = [
+            {
+                "type": "track",
+                "event": "E",
+                "anonymousId": f"a{(sent + i) % 40}",
+                "messageId": f"o-{sent + i}",
+                "receivedAt": "2026-11-23T00:00:00Z",
+            }
+            for i in range(n)
+        ]
+        request = {
+            "project_id": project.id,
+            "source": "segment",
+            "received_at": "2026-11-23T00:00:00Z",
+            "shared": None,
+            "calls": calls,
+            "rejected": [],
+        }
+        client.lpush(servers.prefix + queue, celery_message(queue, [request]))
+        sent += n
+
+    def count() -> int:
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                row = conn.execute("SELECT count(*), count(DISTINCT message_id) FROM events")
+                total, distinct = row.fetchone()  # type: ignore[misc]
+                assert total == distinct
+                return int(total)
+        except psycopg.OperationalError:
+            return -1
+
+    try:
+        for _ in range(20):
+            push(25)
+        wait_for(lambda: count() > 0, timeout=30)
+        pg.stop()
+        stop_at = time.monotonic()
+        feeder = threading.Thread(target=lambda: [push(25) or time.sleep(0.5) for _ in range(20)])
+        feeder.start()
+        time.sleep(max(0.0, 30 - (time.monotonic() - stop_at)))
+        feeder.join()
+        pg.restart()
+        wait_for(lambda: count() == sent, timeout=120, interval=0.5)
+        with psycopg.connect(url) as conn:
+            dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+            counters = conn.execute(
+                "SELECT stored, duplicates, dead_lettered FROM project_counters"
+            ).fetchone()
+        assert dead == (0,)
+        assert counters == (sent, 0, 0)
+        assert "retry" in worker.output()
+    finally:
+        worker.stop()
+        pg.stop()
+        client.delete(servers.prefix + queue)
