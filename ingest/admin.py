@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ingest import metrics, reports
+from ingest import reports
 from ingest.config import Settings
 from ingest.replay import replay as replay_letters
 from ingest.store import dead_letters, projects, rejections
@@ -203,7 +203,6 @@ class Admin:
                 )
             finally:
                 client.close()
-            metrics.REPLAYS.inc(done.replayed)
             return {"matched": done.matched, "replayed": done.replayed, "dry_run": dry_run}
 
         return await self.query(run)  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest import logs
+from ingest.breaker import Breaker
 from ingest.config import ConfigError, Settings, get_settings
 from ingest.store import dead_letters, projects
 
@@ -391,6 +392,31 @@ def dlq_discard(
     with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
         count = dead_letters.discard(conn, _selection(conn, project, reason, None, None, ids))
     typer.echo(f"discarded {count}")
+
+
+breaker_app = typer.Typer(help="The dead-letter circuit breaker.", no_args_is_help=True)
+app.add_typer(breaker_app, name="breaker")
+
+
+def _breaker() -> Breaker:
+    import redis
+
+    settings = _settings()
+    client = redis.Redis.from_url(settings.require_redis_url())
+    return Breaker(client, settings.redis_key_prefix, settings.breaker_policy())
+
+
+@breaker_app.command("status")
+def breaker_status() -> None:
+    """Is the breaker open, and why."""
+    state = _breaker().state()
+    typer.echo(f"open: {state['reason']}" if state else "closed")
+
+
+@breaker_app.command("reset")
+def breaker_reset() -> None:
+    """Close the breaker now (after fixing the cause)."""
+    typer.echo("closed" if _breaker().reset() else "it was closed")
 
 
 @app.command()

@@ -12,8 +12,17 @@ import sys
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ingest.breaker import BreakerPolicy
 
 DEFAULT_BLOCKED_IDENTIFIERS = (
     "",
@@ -95,6 +104,15 @@ class Settings(BaseSettings):
     )
     retry_max_age_seconds: int = Field(default=6 * 3600, ge=60)
     retry_backoff_max_seconds: int = Field(default=300, ge=1)
+    breaker_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of recent calls dead-lettered that opens the circuit breaker.",
+    )
+    breaker_min_calls: int = Field(default=200, ge=1)
+    breaker_window_seconds: int = Field(default=60, ge=10)
+    breaker_cooldown_seconds: int = Field(default=120, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
     worker_batch_max_calls: int = Field(default=1000, ge=1)
     db_pool_max_size: int = Field(default=4, ge=1)
@@ -131,6 +149,23 @@ class Settings(BaseSettings):
             return tuple(part.strip().lower() for part in value.split(","))
         return value
 
+    @model_validator(mode="after")
+    def _cooldown_under_visibility(self) -> Settings:
+        if self.breaker_cooldown_seconds * 2 > self.visibility_timeout:
+            raise ValueError(
+                "KOALA_BREAKER_COOLDOWN_SECONDS must be at most half of KOALA_VISIBILITY_TIMEOUT"
+                " (a worker holds its batch while the breaker is open)"
+            )
+        return self
+
+    def breaker_policy(self) -> BreakerPolicy:
+        return BreakerPolicy(
+            self.breaker_threshold,
+            self.breaker_min_calls,
+            self.breaker_window_seconds,
+            self.breaker_cooldown_seconds,
+        )
+
     @property
     def queue_key(self) -> str:
         """The Redis list kombu reads the ingest queue from (priority 0)."""
@@ -166,7 +201,10 @@ def describe(error: ValidationError) -> str:
     """One line per wrong variable: `PORT: Input should be a valid integer`."""
     lines = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        if not item["loc"]:  # a rule across variables names them in its message
+            lines.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(item["loc"][0])
         lines.append(f"{_variable_name(field)}: {item['msg']} (got {item.get('input')!r})")
     return "; ".join(lines)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -40,8 +43,41 @@ GROUP_COMMITS = Counter(
     "Redis writes of the group commit (each carries one or more requests).",
     registry=REGISTRY,
 )
-REPLAYS = Counter(
-    "koala_dead_letters_replayed_total",
-    "Dead letters sent back through the pipeline by an operator or the auto-replay.",
+BREAKER_OPEN = Gauge(
+    "koala_breaker_open",
+    "1 while the dead-letter circuit breaker holds the workers.",
     registry=REGISTRY,
 )
+
+
+class WorkerCounters:
+    """Counters the workers keep in one Redis hash (cluster-wide), exposed on each
+    receiver's /metrics: retries, dead letters by reason, replays."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        retries = CounterMetricFamily(
+            "koala_worker_retries", "Batch retries after a transient failure (all workers)."
+        )
+        retries.add_metric([], self.values.get("retries", 0))
+        yield retries
+        replays = CounterMetricFamily(
+            "koala_dead_letters_replayed", "Dead letters sent back through the pipeline."
+        )
+        replays.add_metric([], self.values.get("replays", 0))
+        yield replays
+        dead = CounterMetricFamily(
+            "koala_dead_letters",
+            "Dead letters written (and failed replays), by reason.",
+            labels=["reason"],
+        )
+        for key, value in sorted(self.values.items()):
+            if key.startswith("reason:"):
+                dead.add_metric([key.removeprefix("reason:")], value)
+        yield dead
+
+
+WORKER_COUNTERS = WorkerCounters()
+REGISTRY.register(WORKER_COUNTERS)

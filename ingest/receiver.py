@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from ingest import metrics, openapi
 from ingest.admin import Admin
+from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
 from ingest.keys import ProjectKeys
 from ingest.queue import QueuedRequest, QueueFull, QueueUnavailable, QueueWriter
@@ -90,6 +91,7 @@ class Receiver:
         )
         self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
         self._tasks: list[asyncio.Task[None]] = []
+        self.breaker: dict[str, Any] | None = None
 
     async def start(self) -> None:
         self._tasks = [
@@ -106,10 +108,19 @@ class Receiver:
         await self.redis.aclose()
 
     async def _poll_queue(self) -> None:
+        """Once a second: queue depth, the circuit breaker, the workers' counters."""
+        names = breaker_keys(self.settings.redis_key_prefix)
         while True:
             with contextlib.suppress(Exception):
                 await self.writer.poll()
+                state = await self.redis.get(names["state"])
+                self.breaker = orjson.loads(state) if state else None
+                counters = await self.redis.hgetall(names["metrics"])
+                metrics.WORKER_COUNTERS.values = {
+                    (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in counters.items()
+                }
             metrics.QUEUE_DEPTH.set(self.writer.depth)
+            metrics.BREAKER_OPEN.set(1 if self.breaker else 0)
             await asyncio.sleep(1.0)
 
     # --- the request path ------------------------------------------------------------
@@ -258,6 +269,10 @@ class Receiver:
             reasons.append(f"queue depth {self.writer.depth} is at its ceiling")
         if not self.keys.loaded:
             reasons.append("project keys are not loaded (PostgreSQL unreachable?)")
+        if self.breaker:
+            reasons.append(
+                f"circuit breaker open: {self.breaker['reason']}; workers hold their batches"
+            )
         return reasons
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import redis
 
+from ingest.breaker import count
 from ingest.config import Settings
 from ingest.queue import celery_message
 from ingest.store import dead_letters
@@ -80,6 +81,7 @@ def replay(
             message = celery_message(settings.queue_name, [_request(d) for d in claimed])
             client.lpush(settings.queue_key, message)
         replayed += len(claimed)
+        count(client, settings.redis_key_prefix, {"replays": len(claimed)})
         if progress is not None:
             progress(len(claimed))
         if rate:

@@ -298,3 +298,57 @@ def test_postgresql_stopped_30s_under_load_stores_everything_once(
         worker.stop()
         pg.stop()
         client.delete(servers.prefix + queue)
+
+
+@pytest.mark.slow
+def test_circuit_breaker_trips_holds_work_and_recovers(
+    servers: Servers, project: Project, tmp_path: Path, db: psycopg.Connection
+) -> None:
+    prefix = f"breaker-{secrets.token_hex(3)}:"
+    env = {
+        "KOALA_REDIS_KEY_PREFIX": prefix,
+        "KOALA_BREAKER_MIN_CALLS": "20",
+        "KOALA_BREAKER_COOLDOWN_SECONDS": "12",
+        "KOALA_VISIBILITY_TIMEOUT": "30",
+    }
+    rx = start_receiver(servers, tmp_path, ADMIN_TOKEN=TOKEN, **env)
+    worker = start_worker(servers, tmp_path, name="breaker", **env)
+    bad = {
+        "type": "track",
+        "event": "B",
+        "userId": "u",
+        "timestamp": "0001-01-01T00:00:00Z",
+        "sentAt": "9999-12-31T00:00:00Z",
+    }
+    try:
+        # a bad deploy: every call fails to normalize
+        send(rx, project, [dict(bad, messageId=f"bad-{i}") for i in range(30)])
+        wait_for(lambda: "circuit breaker open" in httpx.get(rx.url + "/readyz").text, timeout=30)
+        assert httpx.get(rx.url + "/readyz").status_code == 503
+        assert "circuit breaker OPENED" in worker.output()
+        assert "koala_breaker_open 1.0" in httpx.get(rx.url + "/metrics").text
+        # while open, work is held (not dead-lettered, not lost)
+        send(rx, project, [{"type": "track", "event": "Ok", "userId": "u", "messageId": "ok-b"}])
+        time.sleep(3)
+        assert stats(rx, project)["in_flight"] == 1
+        wait_for(lambda: "holding batch" in worker.output(), timeout=10)
+        # after the cooldown the workers try again and the good call is stored
+        s = settled(rx, project, 31)
+        assert (s["stored"], s["dead_lettered"]) == (1, 30) and balanced(s)
+        wait_for(lambda: httpx.get(rx.url + "/readyz").status_code == 200, timeout=30)
+        text = httpx.get(rx.url + "/metrics").text
+        assert 'koala_dead_letters_total{reason="invalid_timestamp"} 30.0' in text
+        status = subprocess.run(
+            koala("breaker", "status"),
+            env=servers.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.stdout.strip() == "closed"
+    finally:
+        worker.stop()
+        rx.proc.stop()
+        client = redis.Redis.from_url(servers.redis_url)
+        for key in client.scan_iter(match=prefix + "*"):
+            client.delete(key)

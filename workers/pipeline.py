@@ -40,6 +40,15 @@ class BatchResult:
     def total(self, what: str) -> int:
         return sum(c[what] for c in self.per_project.values())
 
+    def reasons(self) -> dict[str, int]:
+        """Dead letters written by this batch, by reason (replays that failed again too)."""
+        out: dict[str, int] = {}
+        for counts in self.per_project.values():
+            for key, n in counts.items():
+                if key.startswith("reason:"):
+                    out[key] = out.get(key, 0) + n
+        return out
+
     def add(self, other: BatchResult) -> None:
         for project_id, counts in other.per_project.items():
             self.per_project.setdefault(project_id, Counter()).update(counts)
@@ -113,6 +122,7 @@ def process(
                 )
                 if replay_of is None:  # a failed replay is already counted as dead
                     result.count(project_id, "dead_lettered")
+                result.count(project_id, f"reason:{error.reason}")
                 continue
             event.replay_of = replay_of
             events.append(event)
@@ -202,6 +212,7 @@ def _bisect(
             dead_letters.insert(conn, letters)
             fresh = [d for d in letters if d.replay_of is None]
             dead = BatchResult()
+            dead.count(unit["project_id"], f"reason:{type(error).__name__}", len(letters))
             if fresh:
                 dead.count(unit["project_id"], "dead_lettered", len(fresh))
                 counters.add(conn, dead.per_project)
@@ -222,6 +233,7 @@ def dead_letter_all(
             letters.append(dead_letter_for(unit, call, replay_of, "store", reason, error))
             if replay_of is None:
                 result.count(int(unit["project_id"]), "dead_lettered")
+            result.count(int(unit["project_id"]), f"reason:{reason}")
     rejections.insert(conn, refused)
     dead_letters.insert(conn, letters)
     counters.add(conn, result.per_project)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import redis
 from celery import Celery, Task
 from psycopg_pool import ConnectionPool
 
+from ingest.breaker import Breaker, count
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
 from ingest.store import batches, message_ids
@@ -98,6 +101,68 @@ class _Pools:
         return cls.pool
 
 
+class _Redis:
+    """One Redis client per worker process (breaker and counters), created after the fork."""
+
+    pid: int | None = None
+    client: redis.Redis | None = None
+
+    @classmethod
+    def get(cls) -> redis.Redis:
+        if cls.client is None or cls.pid != os.getpid():
+            cls.client = redis.Redis.from_url(
+                get_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=2
+            )
+            cls.pid = os.getpid()
+        return cls.client
+
+
+def _breaker() -> Breaker:
+    settings = get_settings()
+    return Breaker(_Redis.get(), settings.redis_key_prefix, settings.breaker_policy())
+
+
+def hold_while_breaker_open(task_id: str) -> None:
+    """Hold the batch (unacknowledged: nothing is lost) while the breaker is open, instead
+    of draining the queue into dead letters. Redis trouble never blocks work here."""
+    logged = 0.0
+    while True:
+        try:
+            state = _breaker().state()
+        except redis.RedisError:
+            return
+        if state is None:
+            return
+        if time.monotonic() - logged > 30:
+            log.error(
+                "circuit breaker open (%s); holding batch %s until %s",
+                state["reason"],
+                task_id,
+                datetime.fromtimestamp(state["until"], UTC).isoformat(),
+            )
+            logged = time.monotonic()
+        time.sleep(min(5.0, max(0.5, state["until"] - time.time())))
+
+
+def report(result: pipeline.BatchResult, retries: int = 0) -> None:
+    """Feed the breaker and the cluster-wide counters; never fail a batch for them."""
+    settings = get_settings()
+    fresh_dead = max(0, result.total("dead_lettered"))
+    finished = result.total("stored") + result.total("duplicates") + fresh_dead
+    try:
+        state = _breaker().record(finished, fresh_dead)
+        count(_Redis.get(), settings.redis_key_prefix, {**result.reasons(), "retries": retries})
+    except redis.RedisError as error:
+        log.warning("could not update breaker or counters: %s", error)
+        return
+    if state is not None:
+        log.error(
+            "circuit breaker OPENED: %s; workers hold their batches for %d s",
+            state["reason"],
+            settings.breaker_cooldown_seconds,
+        )
+
+
 class DatabaseTask(Task):  # type: ignore[misc]
     """Base task: acknowledged only after its transaction commits, redelivered if its
     process dies. Transient errors are retried by `run_with_retries`."""
@@ -130,6 +195,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
     settings = get_settings()
     blocked = frozenset(settings.blocked_identifiers)
     task_id = self.request.id or ""
+    hold_while_breaker_open(task_id)
     try:
         with _Pools.get().connection() as conn, conn.transaction():
             if not batches.claim(conn, task_id):
@@ -148,6 +214,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         age = (datetime.now(UTC) - _first_received(requests)).total_seconds()
         if attempts < settings.retry_max_attempts and age < settings.retry_max_age_seconds:
             delay = backoff(attempts, settings.retry_backoff_max_seconds)
+            report(pipeline.BatchResult(), retries=1)
             log.warning("batch %s: %s; retry %d in %.1fs", task_id, error, attempts + 1, delay)
             raise self.retry(exc=error, countdown=delay, max_retries=None) from None
         log.error("batch %s: still failing after %d retries: dead-lettering it", task_id, attempts)
@@ -156,6 +223,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         except RETRYABLE as again:  # the store itself is down: keep the batch in the queue
             delay = settings.retry_backoff_max_seconds
             raise self.retry(exc=again, countdown=delay, max_retries=None) from None
+    report(result)
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
@@ -170,6 +238,7 @@ def _dead_letter_batch(
         if not batches.claim(conn, task_id):
             return {"skipped": 1}
         result = pipeline.dead_letter_all(conn, requests, "transient_exhausted", error)
+    report(result)
     return {"dead_lettered": result.total("dead_lettered")}
 
 
