@@ -296,7 +296,36 @@ def endpoint(kind: str, handler: Handler) -> Callable[[Request], Awaitable[Respo
     return run
 
 
-def create_app(settings: Settings) -> Starlette:
+class FastPath:
+    """The hot endpoints (`/v1/*` calls and batches) dispatched by exact path, without
+    Starlette's router and middleware stack; everything else goes to the Starlette app.
+    The handlers are the same ones the Starlette routes use."""
+
+    def __init__(
+        self, app: Starlette, handlers: dict[str, Callable[[Request], Awaitable[Response]]]
+    ):
+        self.app = app
+        self.handlers = handlers
+
+    @property
+    def routes(self) -> list[Any]:
+        return self.app.routes
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.handlers.get(scope["path"])
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> FastPath:
     receiver = Receiver(settings)
     admin = Admin(settings, receiver.redis)
 
@@ -336,17 +365,15 @@ def create_app(settings: Settings) -> Starlette:
     async def openapi_endpoint(request: Request) -> Response:
         return Response(spec, media_type="application/json")
 
-    routes = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]
+    hot: dict[str, Callable[[Request], Awaitable[Response]]] = {}
     for call_type in ("track", "identify", "page", "screen", "group", "alias"):
-        routes.append(
-            Route(f"/v1/{call_type}", endpoint("segment", single(call_type)), methods=["POST"])
-        )
+        hot[f"/v1/{call_type}"] = endpoint("segment", single(call_type))
     for short, call_type in SHORT_PATHS.items():
-        routes.append(
-            Route(f"/v1/{short}", endpoint("segment", single(call_type)), methods=["POST"])
-        )
+        hot[f"/v1/{short}"] = endpoint("segment", single(call_type))
     for path in ("/v1/batch", "/v1/import", "/v1/b"):
-        routes.append(Route(path, endpoint("segment", batch), methods=["POST"]))
+        hot[path] = endpoint("segment", batch)
+    routes = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]
+    routes += [Route(path, handler, methods=["POST"]) for path, handler in hot.items()]
     routes += [
         Route(
             "/web/projects/{public_key}/batch", endpoint("koala", receiver.koala), methods=["POST"]
@@ -368,4 +395,4 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.receiver = receiver
-    return app
+    return FastPath(app, hot)
