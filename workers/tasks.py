@@ -57,6 +57,10 @@ def make_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task that fails in a way nobody foresaw (say a schema a deploy forgot to
+        # migrate) is not acknowledged: its batch is redelivered after the visibility
+        # timeout instead of being lost. Every foreseen failure is handled in the task.
+        task_acks_on_failure_or_timeout=False,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
