@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     )
     retry_max_age_seconds: int = Field(default=6 * 3600, ge=60)
     retry_backoff_max_seconds: int = Field(default=300, ge=1)
+    statement_timeout_ms: int = Field(
+        default=60_000,
+        ge=1,
+        description="A batch statement running longer is cancelled and the batch retried"
+        " (a stuck lock must not hold a worker forever).",
+    )
     breaker_threshold: float = Field(
         default=0.5,
         gt=0,

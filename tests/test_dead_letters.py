@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 import subprocess
 import threading
@@ -145,7 +144,7 @@ def test_replaying_a_letter_that_fails_again_raises_its_attempts(
             admin(rx, "POST", base + "/replay", json={"reason": letter["reason"]})["replayed"] == 1
         )
 
-        def back() -> Any:
+        def back(attempt: int = attempt) -> Any:
             found = admin(rx, "GET", base)["dead_letters"]
             return found if found and found[0]["attempts"] == attempt else None
 
@@ -352,3 +351,41 @@ def test_circuit_breaker_trips_holds_work_and_recovers(
         client = redis.Redis.from_url(servers.redis_url)
         for key in client.scan_iter(match=prefix + "*"):
             client.delete(key)
+
+
+@pytest.mark.slow
+def test_transient_failures_that_outlast_the_retries_become_dead_letters_and_replay(
+    servers: Servers, rx: Receiver, project: Project, tmp_path: Path
+) -> None:
+    # A lock nobody releases: every attempt's statement times out (a transient error).
+    blocker = psycopg.connect(servers.database_url)
+    blocker.execute("LOCK TABLE message_ids IN ACCESS EXCLUSIVE MODE")
+    worker = start_worker(
+        servers,
+        tmp_path,
+        name="exhaust",
+        KOALA_STATEMENT_TIMEOUT_MS="300",
+        KOALA_RETRY_MAX_ATTEMPTS="2",
+        KOALA_RETRY_BACKOFF_MAX_SECONDS="1",
+    )
+    try:
+        calls = [
+            {"type": "track", "event": "E", "userId": "u", "messageId": f"t-{i}"} for i in range(5)
+        ]
+        assert send(rx, project, calls).status_code == 200
+        s = settled(rx, project, 5)
+        assert (s["stored"], s["dead_lettered"]) == (0, 5) and balanced(s)
+        base = f"/admin/projects/{project.name}/dead-letters"
+        listed = admin(rx, "GET", base)
+        assert listed["counts"] == {"transient_exhausted": 5}
+        assert worker.output().count("retry") >= 2
+        blocker.rollback()  # the cause is gone
+        assert (
+            admin(rx, "POST", base + "/replay", json={"reason": "transient_exhausted"})["replayed"]
+            == 5
+        )
+        s = wait_for(lambda: (x := stats(rx, project))["dead_lettered"] == 0 and x, timeout=30)
+        assert s["stored"] == 5 and s["in_flight"] == 0 and balanced(s)
+    finally:
+        blocker.close()
+        worker.stop()

@@ -202,6 +202,10 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
     hold_while_breaker_open(task_id)
     try:
         with _Pools.get().connection() as conn, conn.transaction():
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, true)",
+                (str(settings.statement_timeout_ms),),
+            )
             if not batches.claim(conn, task_id):
                 log.info("batch %s was already committed; skipped", task_id)
                 return {"skipped": 1}
