@@ -355,8 +355,10 @@ def test_circuit_breaker_trips_holds_work_and_recovers(
 
 @pytest.mark.slow
 def test_transient_failures_that_outlast_the_retries_become_dead_letters_and_replay(
-    servers: Servers, rx: Receiver, project: Project, tmp_path: Path
+    servers: Servers, project: Project, tmp_path: Path
 ) -> None:
+    queue = {"KOALA_QUEUE_NAME": f"exhaust-{secrets.token_hex(3)}"}  # no other worker on it
+    rx = start_receiver(servers, tmp_path, ADMIN_TOKEN=TOKEN, **queue)
     # A lock nobody releases: every attempt's statement times out (a transient error).
     blocker = psycopg.connect(servers.database_url)
     blocker.execute("LOCK TABLE message_ids IN ACCESS EXCLUSIVE MODE")
@@ -367,6 +369,7 @@ def test_transient_failures_that_outlast_the_retries_become_dead_letters_and_rep
         KOALA_STATEMENT_TIMEOUT_MS="300",
         KOALA_RETRY_MAX_ATTEMPTS="2",
         KOALA_RETRY_BACKOFF_MAX_SECONDS="1",
+        **queue,
     )
     try:
         calls = [
@@ -389,3 +392,4 @@ def test_transient_failures_that_outlast_the_retries_become_dead_letters_and_rep
     finally:
         blocker.close()
         worker.stop()
+        rx.proc.stop()
