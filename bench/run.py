@@ -665,8 +665,9 @@ def render(out: dict[str, Any]) -> str:
     for name, value in out["ratios"].items():
         op, target = TARGETS[name]
         met = {">=": value >= target, "<": value < target, "<=": value <= target}[op]
-        shown = f"{value:.1%}" if name == "worker_memory_growth" else f"{value:.2f}"
-        lines.append(f"| {name} | {shown} | {op} {target} | {'yes' if met else 'no'} |")
+        pct = name == "worker_memory_growth"
+        shown, goal = (f"{value:.1%}", f"{target:.0%}") if pct else (f"{value:.2f}", f"{target}")
+        lines.append(f"| {name} | {shown} | {op} {goal} | {'yes' if met else 'no'} |")
     return "\n".join(lines)
 
 
