@@ -8,6 +8,7 @@ memory over a soak. Absolute numbers drift on shared machines; the ratios are th
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import platform
 import secrets
@@ -234,14 +235,23 @@ def redis_ceiling(env: Env, items: int, size: int, per_pipeline: int = 1000) -> 
     return {"items": items, "bytes": size, "seconds": seconds, "items_per_s": items / seconds}
 
 
+def basic_auth(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def batch_items(bodies: list[bytes], key: str, port: int) -> list[tuple[bytes, int]]:
+    """Prepared `/v1/batch` requests of 100 calls each."""
+    headers = basic_auth(key)
+    return [
+        (loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
+        for body in bodies
+    ]
+
+
 def single_requests(
     path: str, key: str | None, port: int, n: int = 2000
 ) -> list[tuple[bytes, int]]:
-    headers = (
-        {"Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()}
-        if key
-        else {}
-    )
+    headers = basic_auth(key) if key else {}
     return [
         (
             loadgen.build_request(
@@ -349,14 +359,7 @@ def end_to_end(
     ]
     proc, port = env.serve(koala("web"), "web-e2e")
     time.sleep(3)
-    headers = {
-        "Authorization": "Basic "
-        + __import__("base64").b64encode(f"{env.project.public_key}:".encode()).decode()
-    }
-    items = [
-        (loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
-        for body in load.batches
-    ]
+    items = batch_items(load.batches, env.project.public_key, port)
     started = time.perf_counter()
     sent = loadgen.run_sync("127.0.0.1", port, items, connections)
     done = wait_rows(
@@ -424,14 +427,7 @@ def soak(
     )
     proc, port = env.serve(koala("web"), "web-soak")
     time.sleep(3)
-    headers = {
-        "Authorization": "Basic "
-        + __import__("base64").b64encode(f"{env.project.public_key}:".encode()).decode()
-    }
-    items = [
-        (loadgen.build_request("/v1/batch", body, headers, f"127.0.0.1:{port}"), 100)
-        for body in load.batches
-    ]
+    items = batch_items(load.batches, env.project.public_key, port)
     samples: list[tuple[float, int]] = []
     import threading
 
@@ -541,13 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             port, single_requests("/v1/track", key, port), args.connections, args.stage_seconds
         )
         batch_load = generate(20_000, 2_000, seed=3, dup_share=0)
-        auth = {
-            "Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()
-        }
-        batches = [
-            (loadgen.build_request("/v1/batch", b, auth, f"127.0.0.1:{port}"), 100)
-            for b in batch_load.batches
-        ]
+        batches = batch_items(batch_load.batches, key, port)
         out["receiver_batch"] = http_stage(port, batches, args.connections, args.stage_seconds)
         half = out["receiver_single"]["rps"] / 2
         out["receiver_half_rate"] = http_stage(

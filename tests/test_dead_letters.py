@@ -62,6 +62,17 @@ def balanced(s: dict[str, Any]) -> bool:
     )
 
 
+def nul_call(message_id: str) -> dict[str, Any]:
+    """A call PostgreSQL cannot store as sent: jsonb refuses U+0000."""
+    return {
+        "type": "track",
+        "event": "B",
+        "userId": "u",
+        "messageId": message_id,
+        "properties": {"x": "\u0000"},
+    }
+
+
 def settled(rx: Receiver, project: Project, received: int) -> Any:
     def done() -> dict[str, Any] | None:
         s = stats(rx, project)
@@ -156,19 +167,7 @@ def test_replaying_a_letter_that_fails_again_raises_its_attempts(
 
 
 def test_discarded_letters_stay_visible(rx: Receiver, dlq_worker: Proc, project: Project) -> None:
-    send(
-        rx,
-        project,
-        [
-            {
-                "type": "track",
-                "event": "B",
-                "userId": "u",
-                "messageId": "p-3",
-                "properties": {"x": "\u0000"},
-            }
-        ],
-    )
+    send(rx, project, [nul_call("p-3")])
     settled(rx, project, 1)
     base = f"/admin/projects/{project.name}/dead-letters"
     [letter] = admin(rx, "GET", base)["dead_letters"]
@@ -187,19 +186,7 @@ def test_discarded_letters_stay_visible(rx: Receiver, dlq_worker: Proc, project:
 def test_dlq_cli_lists_shows_and_replays_with_dry_run(
     servers: Servers, rx: Receiver, dlq_worker: Proc, project: Project
 ) -> None:
-    send(
-        rx,
-        project,
-        [
-            {
-                "type": "track",
-                "event": "B",
-                "userId": "u",
-                "messageId": "p-4",
-                "properties": {"x": "\u0000"},
-            }
-        ],
-    )
+    send(rx, project, [nul_call("p-4")])
     settled(rx, project, 1)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
