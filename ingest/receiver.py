@@ -155,6 +155,8 @@ class Receiver:
     async def enqueue(
         self, project: Project, source: str, parsed: Parsed, received_at: str
     ) -> None:
+        if parsed.received == 0:
+            return  # an empty batch: nothing to keep, nothing to count
         queued = QueuedRequest(
             project_id=project.id,
             source=source,

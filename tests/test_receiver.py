@@ -417,3 +417,13 @@ def test_redis_down_is_503_and_nothing_is_acknowledged(
     finally:
         rx.proc.stop()
         own.stop()
+
+
+def test_an_empty_batch_is_200_and_queues_nothing(
+    rx: Receiver, queue: Queue, project: Project
+) -> None:
+    response = httpx.post(
+        rx.url + "/v1/batch", json={"batch": []}, headers=basic(project.public_key)
+    )
+    assert response.status_code == 200
+    assert queue.messages() == []
