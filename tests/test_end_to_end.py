@@ -22,7 +22,7 @@ from ingest.store.projects import Project
 
 TOKEN = "test-admin-token"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-VISITORS = 120
+VISITORS = 400
 
 
 @dataclass
@@ -117,6 +117,7 @@ def test_segment_client_mix_with_a_worker_killed_mid_load(
 
     project = projects.create(db, f"e2e-{secrets.token_hex(3)}")
     script = build_script()
+    errors: list[tuple[str, int]] = []
     rx = e2e_receiver
     victim = start_worker(
         servers,
@@ -124,6 +125,7 @@ def test_segment_client_mix_with_a_worker_killed_mid_load(
         name="victim",
         concurrency=2,
         KOALA_VISIBILITY_TIMEOUT="8",
+        KOALA_BREAKER_COOLDOWN_SECONDS="4",
         KOALA_WORKER_BATCH_MAX_CALLS="100",
     )
     client = Client(
@@ -133,6 +135,7 @@ def test_segment_client_mix_with_a_worker_killed_mid_load(
         upload_interval=0.05,
         max_queue_size=100_000,
         max_retries=3,
+        on_error=lambda error, batch: errors.append((repr(error), len(batch))),
     )
     survivor = None
     try:
@@ -150,18 +153,32 @@ def test_segment_client_mix_with_a_worker_killed_mid_load(
             send(client, method, kwargs)
         client.flush()
         survivor = start_worker(
-            servers, tmp_path, name="survivor", concurrency=2, KOALA_VISIBILITY_TIMEOUT="8"
+            servers,
+            tmp_path,
+            name="survivor",
+            concurrency=2,
+            KOALA_VISIBILITY_TIMEOUT="8",
+            KOALA_BREAKER_COOLDOWN_SECONDS="4",
         )
 
         def settled() -> dict[str, Any] | None:
             s = admin(rx, f"/admin/projects/{project.name}/stats")
-            return s if s["in_flight"] == 0 and s["received"] == len(script.calls) else None
+            return s if s["in_flight"] == 0 and s["received"] >= len(script.calls) else None
 
-        stats = wait_for(settled, timeout=120, interval=0.5)
+        try:
+            stats = wait_for(settled, timeout=120, interval=0.5)
+        except AssertionError:
+            raise AssertionError(
+                f"{admin(rx, f'/admin/projects/{project.name}/stats')} "
+                f"sent {len(script.calls)}; client errors {errors[:3]}"
+            ) from None
         unique = sum(script.events_of.values())
-        assert stats["received"] == len(script.calls)
+        assert not errors
+        # The SDK may resend a request whose answer it missed (at-least-once): any extra
+        # receipt must show up as a duplicate, never as a second event.
+        assert stats["received"] >= len(script.calls)
         assert stats["stored"] == unique
-        assert stats["duplicates"] == script.duplicates
+        assert stats["duplicates"] == stats["received"] - unique >= script.duplicates
         assert stats["conflicting_duplicates"] == 0
         assert stats["rejected"] == stats["dead_lettered"] == 0
 

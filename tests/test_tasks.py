@@ -122,7 +122,11 @@ def test_worker_killed_mid_load_loses_nothing_and_doubles_nothing(
         for m in range(n_messages)
     ]
     push(servers, queue, messages)
-    env = {"KOALA_QUEUE_NAME": queue, "KOALA_VISIBILITY_TIMEOUT": "8"}
+    env = {
+        "KOALA_QUEUE_NAME": queue,
+        "KOALA_VISIBILITY_TIMEOUT": "8",
+        "KOALA_BREAKER_COOLDOWN_SECONDS": "4",
+    }
     first: Proc = start_worker(servers, tmp_path, name="victim", concurrency=2, **env)
 
     def count() -> int:
