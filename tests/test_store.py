@@ -293,3 +293,38 @@ def test_statements_per_batch_do_not_grow_with_the_batch(
         assert result.total("stored") == n + 10
         counts[n] = CountingCursor.statements
     assert 5 < counts[20] == counts[1000] < 30, counts
+
+
+def test_expiry_forgets_old_dedup_and_batch_keys_only(
+    db: psycopg.Connection, project: Project
+) -> None:
+    from ingest.store import batches, message_ids
+
+    run(db, request(project, call("track", event="Old", userId="u", messageId="old-1")))
+    run(db, request(project, call("track", event="New", userId="u", messageId="new-1")))
+    db.execute(
+        "UPDATE message_ids SET first_seen = now() - interval '8 days'"
+        " WHERE project_id = %s AND message_id = 'old-1'",
+        (project.id,),
+    )
+    with db.transaction():
+        assert batches.claim(db, "task-old") and not batches.claim(db, "task-old")
+    db.execute(
+        "UPDATE processed_batches SET processed_at = now() - interval '2 days'"
+        " WHERE task_id = 'task-old'"
+    )
+    with db.transaction():
+        assert message_ids.expire(db, 7) >= 1
+        assert batches.expire(db, 86_400) >= 1
+    # an expired key is new again; a kept one is still a duplicate
+    again = run(
+        db,
+        request(
+            project,
+            call("track", event="Old", userId="u", messageId="old-1"),
+            call("track", event="New", userId="u", messageId="new-1"),
+        ),
+    )
+    assert (again.total("stored"), again.total("duplicates")) == (1, 1)
+    with db.transaction():
+        assert batches.claim(db, "task-old")

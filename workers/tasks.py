@@ -252,9 +252,12 @@ def _dead_letter_batch(
 
 @app.task(name="koala.expire_message_ids", base=DatabaseTask, bind=True)
 def expire_message_ids(self: Task) -> int:
-    """Forget dedup keys older than the window (a messageId seen again after that is new)."""
-    days = get_settings().dedup_window_days
+    """Forget dedup keys older than the window (a messageId seen again after that is new),
+    and committed-batch keys long past any redelivery (a day, or 4 visibility timeouts)."""
+    settings = get_settings()
+    days = settings.dedup_window_days
     with _Pools.get().connection() as conn, conn.transaction():
         deleted = message_ids.expire(conn, days)
-    log.info("expired %d dedup keys older than %d days", deleted, days)
+        batches_gone = batches.expire(conn, max(86_400, settings.visibility_timeout * 4))
+    log.info("expired %d dedup keys older than %d days, %d batch keys", deleted, days, batches_gone)
     return deleted
