@@ -197,7 +197,9 @@ def _problem(call: Any, *, koala: bool = False) -> tuple[str, str] | None:
             return "missing_user_id", "an alias call needs a `userId`"
     message_id = call.get("message_id" if koala else "messageId")
     if message_id is not None and (
-        not isinstance(message_id, str | int) or len(str(message_id)) > MAX_MESSAGE_ID
+        not isinstance(message_id, str | int)
+        or len(str(message_id)) > MAX_MESSAGE_ID
+        or "\x00" in str(message_id)
     ):
         return "invalid_message_id", f"messageId must be a string of at most {MAX_MESSAGE_ID}"
     if not koala and not (_text(call.get("userId")) or _text(call.get("anonymousId"))):

@@ -328,3 +328,32 @@ def test_expiry_forgets_old_dedup_and_batch_keys_only(
     assert (again.total("stored"), again.total("duplicates")) == (1, 1)
     with db.transaction():
         assert batches.claim(db, "task-old")
+
+
+def test_a_letter_whose_replay_arrives_twice_is_counted_once(
+    db: psycopg.Connection, project: Project
+) -> None:
+    from ingest.replay import _request
+    from ingest.store import dead_letters
+
+    bad = call(
+        "track",
+        event="E",
+        userId="u",
+        timestamp="0001-01-01T00:00:00Z",
+        sentAt="9999-12-31T00:00:00Z",
+    )
+    run(db, request(project, bad))
+    fixed = {k: v for k, v in bad.items() if k not in ("timestamp", "sentAt")}
+    with db.transaction():
+        [letter] = dead_letters.claim_for_replay(db, dead_letters.Filter(project_id=project.id), 10)
+        dead_letters.edit_payload(db, letter["id"], fixed)  # the operator's correction
+    letter["payload"] = fixed
+    replay = _request(letter)
+    run(db, replay)
+    run(db, replay)  # the same replay delivered again (e.g. pushed twice)
+    counters = db.execute(
+        "SELECT stored, duplicates, dead_lettered FROM project_counters WHERE project_id = %s",
+        (project.id,),
+    ).fetchone()
+    assert counters == (1, 0, 0)

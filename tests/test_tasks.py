@@ -12,6 +12,7 @@ import redis
 from conftest import Proc, Servers, start_worker, wait_for
 
 from ingest.queue import celery_message
+from ingest.store import projects
 from ingest.store.projects import Project
 
 RECEIVED = "2026-11-23T12:00:00.000Z"
@@ -162,3 +163,63 @@ def test_worker_killed_mid_load_loses_nothing_and_doubles_nothing(
         assert live == (n_messages * per_message, 300)
     finally:
         second.stop()
+
+
+@pytest.mark.slow
+def test_an_unforeseen_failure_keeps_the_batch_until_it_can_be_stored(
+    servers: Servers, tmp_path: Path
+) -> None:
+    from ingest.embedded import drop_database, ensure_database
+    from ingest.migrate import migrate
+
+    name = f"koala_broken_{secrets.token_hex(3)}"
+    url = ensure_database(servers.server_url, name)
+    migrate(url)
+    with psycopg.connect(url) as conn:
+        project = projects.create(conn, "broken")
+        conn.execute(
+            "ALTER TABLE processed_batches RENAME TO processed_batches_gone"
+        )  # a bad deploy
+    queue = f"broken-{secrets.token_hex(3)}"
+    worker = start_worker(
+        servers,
+        tmp_path,
+        name="broken",
+        DATABASE_URL=url,
+        KOALA_QUEUE_NAME=queue,
+        KOALA_RETRY_BACKOFF_MAX_SECONDS="1",
+    )
+    try:
+        push(
+            servers,
+            queue,
+            [
+                [
+                    req(
+                        project,
+                        [
+                            {
+                                "type": "track",
+                                "event": "E",
+                                "userId": "u",
+                                "messageId": "kept-1",
+                                "receivedAt": RECEIVED,
+                            }
+                        ],
+                    )
+                ]
+            ],
+        )
+        wait_for(lambda: "failed unexpectedly" in worker.output(), timeout=30)
+        time.sleep(2)
+        with psycopg.connect(url) as conn:
+            conn.execute("ALTER TABLE processed_batches_gone RENAME TO processed_batches")  # fixed
+
+        def stored() -> bool:
+            with psycopg.connect(url) as conn:
+                return conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+        wait_for(stored, timeout=30)
+    finally:
+        worker.stop()
+        drop_database(servers.server_url, name)

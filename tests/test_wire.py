@@ -98,6 +98,10 @@ def test_batch_context_integrations_and_sent_at_merge_into_items_item_wins() -> 
         ),
         ("not a call", "not_an_object"),
         (
+            {"type": "track", "event": "E", "userId": "u", "messageId": "a\x00b"},
+            "invalid_message_id",
+        ),
+        (
             {"type": "track", "event": "E", "userId": "u", "properties": {"x": "y" * 40000}},
             "call_too_large",
         ),

@@ -62,19 +62,25 @@ def dead_letter_for(
     reason: str,
     error: BaseException,
 ) -> DeadLetter:
+    message_id = call.get("messageId") or call.get("message_id")
     return DeadLetter(
         project_id=int(request["project_id"]),
-        message_id=call.get("messageId") or call.get("message_id"),
+        # text columns cannot hold NUL either: a dead letter must always be writable
+        message_id=_text(message_id) if message_id is not None else None,
         payload=call,
         stage=stage,
         reason=reason,
-        error=str(error)[:2000],
-        traceback="".join(traceback.format_exception(error))[-8000:],
+        error=_text(str(error))[:2000],
+        traceback=_text("".join(traceback.format_exception(error)))[-8000:],
         source=str(request["source"]),
         shared=request.get("shared"),
         received_at=request.get("received_at"),
         replay_of=replay_of,
     )
+
+
+def _text(value: object) -> str:
+    return str(value).replace("\x00", "\\u0000")
 
 
 def _rejection_rows(request: dict[str, Any], result: BatchResult) -> list[RejectionRow]:
@@ -142,8 +148,14 @@ def process(
         result.count(project_id, "stored", len(batch))
 
     replayed = {e.replay_of: e.project_id for e in events if e.replay_of is not None}
-    for letter_id in dead_letters.finish_replay(conn, sorted(replayed)):
-        result.count(replayed[letter_id], "dead_lettered", -1)  # resolved: stored or duplicate
+    resolved = set(dead_letters.finish_replay(conn, sorted(replayed)))
+    for letter_id, project_id in replayed.items():
+        if letter_id in resolved:
+            result.count(project_id, "dead_lettered", -1)  # now stored or a duplicate
+        else:
+            # a second copy of a letter already replayed: necessarily a duplicate of the
+            # first copy, and that call is already counted
+            result.count(project_id, "duplicates", -1)
     rejections.insert(conn, refused)
     dead_letters.insert(conn, dead)
     counters.add(conn, result.per_project)

@@ -57,10 +57,6 @@ def make_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # A task that fails in a way nobody foresaw (say a schema a deploy forgot to
-        # migrate) is not acknowledged: its batch is redelivered after the visibility
-        # timeout instead of being lost. Every foreseen failure is handled in the task.
-        task_acks_on_failure_or_timeout=False,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
@@ -219,7 +215,9 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
                 result = pipeline.process_isolating(conn, requests, blocked, RETRYABLE)
     except RETRYABLE as error:
         attempts = self.request.retries
-        age = (datetime.now(UTC) - _first_received(requests)).total_seconds()
+        # A replay's calls carry their original (old) receipt time: only new calls age.
+        fresh = [r for r in requests if not r.get("dead_letter_ids")]
+        age = (datetime.now(UTC) - _first_received(fresh)).total_seconds() if fresh else 0.0
         if attempts < settings.retry_max_attempts and age < settings.retry_max_age_seconds:
             delay = backoff(attempts, settings.retry_backoff_max_seconds)
             report(pipeline.BatchResult(), retries=1)
@@ -228,9 +226,18 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         log.error("batch %s: still failing after %d retries: dead-lettering it", task_id, attempts)
         try:
             return _dead_letter_batch(task_id, requests, error)
-        except RETRYABLE as again:  # the store itself is down: keep the batch in the queue
+        except Exception as again:  # the store itself is down: keep the batch in the queue
             delay = settings.retry_backoff_max_seconds
             raise self.retry(exc=again, countdown=delay, max_retries=None) from None
+    except Exception as error:
+        # Nobody foresaw this (say a schema a deploy forgot to migrate). A failed task would
+        # be acknowledged or rejected, and on Redis both delete the message: keep the batch
+        # by retrying it, slowly and for as long as it takes; the logs and the retries
+        # metric show it.
+        log.exception("batch %s failed unexpectedly; it stays queued and is retried", task_id)
+        report(pipeline.BatchResult(), retries=1)
+        delay = settings.retry_backoff_max_seconds
+        raise self.retry(exc=error, countdown=delay, max_retries=None) from None
     report(result)
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")

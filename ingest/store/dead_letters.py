@@ -159,13 +159,14 @@ def claim_for_replay(conn: psycopg.Connection, f: Filter, limit: int) -> list[di
 
 
 def finish_replay(conn: psycopg.Connection, ids: list[int]) -> list[int]:
-    """Mark replayed letters done; return the ids not done before (only those move the
-    counters, so a letter replayed twice is counted once)."""
+    """Mark replayed letters done (a discarded one too: its call did get through); return
+    the ids not done before. Only those move the counters, so a letter whose replay arrives
+    twice is counted once."""
     if not ids:
         return []
     cur = conn.execute(
         "UPDATE dead_letters SET status = 'replayed', replayed_at = now(), updated_at = now()"
-        " WHERE id = ANY(%s) AND status IN ('replaying', 'pending') RETURNING id",
+        " WHERE id = ANY(%s) AND status <> 'replayed' RETURNING id",
         (ids,),
     )
     return [int(r[0]) for r in cur.fetchall()]
