@@ -148,7 +148,7 @@ def test_segment_client_mix_with_a_worker_killed_mid_load(
             return int(admin(rx, f"/admin/projects/{project.name}/stats")["stored"])
 
         wait_for(lambda: stored() > 100, timeout=60, interval=0.05)
-        victim.kill_group()
+        victim.kill_pool()
         for method, kwargs in script.calls[half:]:
             send(client, method, kwargs)
         client.flush()

@@ -135,7 +135,7 @@ def test_worker_killed_mid_load_loses_nothing_and_doubles_nothing(
         return int(row.fetchone()[0])  # type: ignore[index]
 
     wait_for(lambda: count() > per_message * 5, timeout=60, interval=0.05)
-    first.kill_group()  # SIGKILL the worker and its pool mid-load
+    first.kill_pool()  # SIGKILL the processes running the batches, mid-load
     at_kill = count()
     assert at_kill < n_messages * per_message, "the load finished before the kill"
     second = start_worker(servers, tmp_path, name="survivor", concurrency=2, **env)
