@@ -163,6 +163,7 @@ def test_worker_killed_mid_load_loses_nothing_and_doubles_nothing(
         assert live == (n_messages * per_message, 300)
     finally:
         second.stop()
+        first.stop()  # its consumer survived the pool kill
 
 
 @pytest.mark.slow
