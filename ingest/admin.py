@@ -25,6 +25,7 @@ from ingest.replay import replay as replay_letters
 from ingest.store import dead_letters, projects, rejections
 from ingest.store.projects import Project
 from ingest.wire import WireError
+from workers.normalize import Rules
 
 MAX_LIMIT = 1000
 
@@ -35,7 +36,7 @@ class Admin:
     def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
         self.settings = settings
         self.redis = redis
-        self.blocked = frozenset(settings.blocked_identifiers)
+        self.rules = Rules.of(settings)
         self.pool = ConnectionPool(
             settings.require_database_url(),
             min_size=0,
@@ -97,7 +98,7 @@ class Admin:
             )
         kind, value = given[0]
         found = await self.query(
-            lambda conn: reports.find_profiles(conn, project, kind, value, self.blocked)
+            lambda conn: reports.find_profiles(conn, project, kind, value, self.rules)
         )
         return {"profiles": found}
 

@@ -181,6 +181,7 @@ def profiles_lookup(
 ) -> None:
     """Find a visitor profile by one identifier."""
     from ingest import reports
+    from workers.normalize import Rules
 
     given = {
         k: v
@@ -198,9 +199,7 @@ def profiles_lookup(
     settings = _settings()
     with psycopg.connect(_database_url(settings), autocommit=True) as conn:
         project = _project(conn, name)
-        found = reports.find_profiles(
-            conn, project, kind, value, frozenset(settings.blocked_identifiers)
-        )
+        found = reports.find_profiles(conn, project, kind, value, Rules.of(settings))
     if as_json:
         _print_json({"profiles": found})
         return

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         default=DEFAULT_BLOCKED_IDENTIFIERS,
         description="Comma-separated values that never identify anyone (case-insensitive).",
     )
+    email_strip_plus_tags: bool = Field(
+        default=False,
+        description="Normalization rule: `ann+news@acme.com` is the visitor `ann@acme.com`."
+        " Applies to new calls; `koala-ingest reprocess` applies it to history.",
+    )
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="text", pattern=r"^(text|json)$")
     data_dir: str = Field(

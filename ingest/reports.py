@@ -11,7 +11,7 @@ import psycopg
 
 from ingest.store import accounts, counters, events, identities, profiles
 from ingest.store.projects import Project
-from workers.normalize import clean_email, clean_identifier
+from workers.normalize import Rules, clean_email, clean_identifier
 
 LOOKUP_KINDS = ("email", "profile_id", "user_id", "anonymous_id")
 
@@ -47,12 +47,16 @@ class BadLookup(ValueError):
 
 
 def find_profiles(
-    conn: psycopg.Connection, project: Project, kind: str, value: str, blocked: frozenset[str]
+    conn: psycopg.Connection, project: Project, kind: str, value: str, rules: Rules
 ) -> list[dict[str, Any]]:
     """Profiles holding an identifier; an email is normalized as the workers do."""
     if kind not in LOOKUP_KINDS:
         raise BadLookup(f"look up by one of {', '.join(LOOKUP_KINDS)}")
-    cleaned = clean_email(value, blocked) if kind == "email" else clean_identifier(value, blocked)
+    cleaned = (
+        clean_email(value, rules.blocked, rules.strip_plus_tags)
+        if kind == "email"
+        else clean_identifier(value, rules.blocked)
+    )
     if cleaned is None:
         return []
     ids = identities.find_profiles(conn, project.id, kind, cleaned)

@@ -9,6 +9,7 @@ import pytest
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
 from workers.normalize import (
     NormalizeError,
+    Rules,
     clean_email,
     clean_identifier,
     corrected_timestamp,
@@ -18,12 +19,13 @@ from workers.normalize import (
 )
 
 BLOCKED = frozenset(DEFAULT_BLOCKED_IDENTIFIERS)
+RULES = Rules(BLOCKED)
 RECEIVED = "2026-11-23T12:00:10.000Z"
 
 
 def seg(call: dict, source: str = "segment"):
     base = {"messageId": "m", "receivedAt": RECEIVED, "userId": "u"}
-    return normalize(1, source, {**base, **call}, None, BLOCKED)
+    return normalize(1, source, {**base, **call}, None, RULES)
 
 
 def t(s: str) -> datetime:
@@ -184,7 +186,7 @@ def test_koala_item_takes_shared_profile_id_email_traits_and_ip() -> None:
         "properties": {"x": 1},
         "traits": {"role": "cto"},
     }
-    e = normalize(1, "koala", item, shared, BLOCKED)
+    e = normalize(1, "koala", item, shared, RULES)
     assert (e.ids.email, e.ids.profile_id, e.ip) == ("ann@acme.com", "ko-1", "5.6.7.8")
     assert e.traits == {"plan": "pro", "role": "cto"}
     assert e.timestamp == t("2026-11-20T10:00:00Z")
@@ -199,7 +201,7 @@ def test_koala_device_ip_wins_and_account_from_dollar_account() -> None:
         "device_ip": "9.9.9.9",
         "traits": {"$account": {"domain": "acme.com", "name": "Acme"}},
     }
-    e = normalize(1, "koala", item, {"email": "a@acme.com", "ip": "1.1.1.1"}, BLOCKED)
+    e = normalize(1, "koala", item, {"email": "a@acme.com", "ip": "1.1.1.1"}, RULES)
     assert e.ip == "9.9.9.9"
     assert e.account is not None and e.account["domain"] == "acme.com"
 
@@ -214,11 +216,11 @@ def test_same_call_retried_has_the_same_content_hash_and_a_changed_one_does_not(
 def test_a_call_without_message_id_or_stamp_cannot_be_normalized() -> None:
     with pytest.raises(NormalizeError) as error:
         normalize(
-            1, "segment", {"type": "track", "event": "E", "receivedAt": RECEIVED}, None, BLOCKED
+            1, "segment", {"type": "track", "event": "E", "receivedAt": RECEIVED}, None, RULES
         )
     assert error.value.reason == "missing_message_id"
     with pytest.raises(NormalizeError):
-        normalize(1, "segment", {"type": "track", "event": "E", "messageId": "m"}, None, BLOCKED)
+        normalize(1, "segment", {"type": "track", "event": "E", "messageId": "m"}, None, RULES)
 
 
 def test_a_timestamp_the_skew_rule_pushes_out_of_range_is_a_normalize_error() -> None:

@@ -9,9 +9,11 @@ import psycopg
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
 from ingest.store.projects import Project
+from workers.normalize import Rules
 from workers.pipeline import process
 
 BLOCKED = frozenset(DEFAULT_BLOCKED_IDENTIFIERS)
+RULES = Rules(BLOCKED)
 RECEIVED = "2026-11-23T12:00:00.000Z"
 _n = itertools.count()
 
@@ -41,7 +43,7 @@ def request(
 
 def run(db: psycopg.Connection, *requests: dict[str, Any]) -> Any:
     with db.transaction():
-        return process(db, list(requests), BLOCKED)
+        return process(db, list(requests), RULES)
 
 
 def profiles_of(db: psycopg.Connection, project: Project) -> list[tuple[Any, ...]]:

@@ -11,11 +11,28 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+if TYPE_CHECKING:
+    from ingest.config import Settings
+
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The normalization rules a deployment configures. A changed rule applies to new
+    calls at once, and to history through `koala-ingest reprocess`."""
+
+    blocked: frozenset[str]
+    # `ann+news@acme.com` is the visitor `ann@acme.com` (sub-addressing, RFC 5233)
+    strip_plus_tags: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> Rules:
+        return cls(frozenset(settings.blocked_identifiers), settings.email_strip_plus_tags)
 
 
 class NormalizeError(ValueError):
@@ -114,13 +131,20 @@ def clean_identifier(value: Any, blocked: frozenset[str]) -> str | None:
     return text
 
 
-def clean_email(value: Any, blocked: frozenset[str]) -> str | None:
-    """Trimmed, lower-cased, and only if it is an email."""
+def clean_email(value: Any, blocked: frozenset[str], strip_plus_tags: bool = False) -> str | None:
+    """Trimmed, lower-cased, and only if it is an email (without its `+tag` if asked)."""
     text = clean_identifier(value, blocked)
     if text is None:
         return None
     text = text.lower()
-    return text if EMAIL_RE.match(text) else None
+    if not EMAIL_RE.match(text):
+        return None
+    if strip_plus_tags:
+        local, _, domain = text.rpartition("@")
+        local = local.split("+", 1)[0]
+        if local:
+            text = f"{local}@{domain}"
+    return text
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -147,11 +171,11 @@ def normalize(
     source: str,
     call: dict[str, Any],
     shared: dict[str, Any] | None,
-    blocked: frozenset[str],
+    rules: Rules,
 ) -> Event:
     if source == "koala":
-        return _normalize_koala(project_id, call, shared or {}, blocked)
-    return _normalize_segment(project_id, source, call, blocked)
+        return _normalize_koala(project_id, call, shared or {}, rules)
+    return _normalize_segment(project_id, source, call, rules)
 
 
 def _received(call: dict[str, Any]) -> datetime:
@@ -161,9 +185,8 @@ def _received(call: dict[str, Any]) -> datetime:
     return received
 
 
-def _normalize_segment(
-    project_id: int, source: str, call: dict[str, Any], blocked: frozenset[str]
-) -> Event:
+def _normalize_segment(project_id: int, source: str, call: dict[str, Any], rules: Rules) -> Event:
+    blocked = rules.blocked
     kind = call.get("type")
     message_id = call.get("messageId")
     if not message_id:
@@ -181,6 +204,7 @@ def _normalize_segment(
         email=clean_email(
             _first(traits.get("email"), context_traits.get("email"), properties.get("email")),
             blocked,
+            rules.strip_plus_tags,
         ),
         profile_id=clean_identifier(
             _first(
@@ -247,8 +271,9 @@ def domain_of(value: Any) -> str | None:
 
 
 def _normalize_koala(
-    project_id: int, call: dict[str, Any], shared: dict[str, Any], blocked: frozenset[str]
+    project_id: int, call: dict[str, Any], shared: dict[str, Any], rules: Rules
 ) -> Event:
+    blocked = rules.blocked
     kind = call.get("type")
     message_id = call.get("message_id")
     if not message_id:
@@ -264,6 +289,7 @@ def _normalize_koala(
                 call.get("email"), shared.get("email"), traits.get("email"), properties.get("email")
             ),
             blocked,
+            rules.strip_plus_tags,
         ),
         profile_id=clean_identifier(
             _first(

@@ -24,7 +24,7 @@ from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
 from workers import store
 from workers.dedupe import dedupe
-from workers.normalize import Event, NormalizeError, normalize
+from workers.normalize import Event, NormalizeError, Rules, normalize
 from workers.resolve import resolve
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,7 @@ def _replay_ids(request: dict[str, Any]) -> list[int | None]:
     return list(ids) if ids else [None] * len(request.get("calls") or ())
 
 
-def process(
-    conn: psycopg.Connection, requests: list[dict[str, Any]], blocked: frozenset[str]
-) -> BatchResult:
+def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rules) -> BatchResult:
     result = BatchResult()
     events: list[Event] = []
     refused: list[RejectionRow] = []
@@ -121,7 +119,7 @@ def process(
         refused += _rejection_rows(request, result)
         for call, replay_of in zip(request.get("calls") or (), _replay_ids(request), strict=True):
             try:
-                event = normalize(project_id, source, call, request.get("shared"), blocked)
+                event = normalize(project_id, source, call, request.get("shared"), rules)
             except NormalizeError as error:
                 dead.append(
                     dead_letter_for(request, call, replay_of, "normalize", error.reason, error)
@@ -183,20 +181,20 @@ def split_units(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def process_isolating(
     conn: psycopg.Connection,
     requests: list[dict[str, Any]],
-    blocked: frozenset[str],
+    rules: Rules,
     retryable: tuple[type[BaseException], ...],
 ) -> BatchResult:
     """Process a batch that failed for good: bisect it in savepoints until each failing
     call is alone, dead-letter those (stage `store`), store everything else."""
     result = BatchResult()
-    _bisect(conn, split_units(requests), blocked, retryable, result)
+    _bisect(conn, split_units(requests), rules, retryable, result)
     return result
 
 
 def _bisect(
     conn: psycopg.Connection,
     units: list[dict[str, Any]],
-    blocked: frozenset[str],
+    rules: Rules,
     retryable: tuple[type[BaseException], ...],
     result: BatchResult,
 ) -> None:
@@ -204,15 +202,15 @@ def _bisect(
         return
     try:
         with conn.transaction():
-            result.add(process(conn, units, blocked))
+            result.add(process(conn, units, rules))
         return
     except retryable:
         raise
     except Exception as error:
         if len(units) > 1:
             middle = len(units) // 2
-            _bisect(conn, units[:middle], blocked, retryable, result)
-            _bisect(conn, units[middle:], blocked, retryable, result)
+            _bisect(conn, units[:middle], rules, retryable, result)
+            _bisect(conn, units[middle:], rules, retryable, result)
             return
         [unit] = units
         log.warning("poison call isolated: %s", error)

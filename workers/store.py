@@ -9,6 +9,7 @@ therefore run one after the other, and the second finds the first's profile.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -16,7 +17,7 @@ import psycopg
 from ingest.store import accounts, events, identities, merges, profiles
 from ingest.store.profiles import ProfileRow
 from workers.normalize import Event
-from workers.resolve import Graph, Merge, Plan, Profile, lookup_keys
+from workers.resolve import Graph, Key, Merge, Plan, Profile, event_keys, lookup_keys
 
 MAX_LOCK_ROUNDS = 5
 
@@ -29,20 +30,32 @@ def _profile_lock(profile_id: int) -> str:
     return f"profile:{profile_id}"
 
 
-def load_graph(conn: psycopg.Connection, project_id: int, batch: list[Event]) -> Graph:
-    keys = lookup_keys(batch)
+def lock_identities(
+    conn: psycopg.Connection,
+    project_id: int,
+    keys: list[Key],
+    also_profiles: Iterable[int] = (),
+) -> dict[Key, int]:
+    """Lock the identifiers, then the profiles holding them (and `also_profiles`); return
+    who holds each identifier once everything is locked."""
     identities.lock(conn, [_identity_lock(project_id, k, v) for k, v in keys])
     owners = identities.owners(conn, project_id, keys)
     locked: set[int] = set()
+    extra = set(also_profiles)
     for _ in range(MAX_LOCK_ROUNDS):
         # Lock the profiles found, then look again: a merge that committed meanwhile may
         # have moved an identifier to a profile not yet locked.
-        need = sorted(set(owners.values()) - locked)
+        need = sorted((set(owners.values()) | extra) - locked)
         if not need:
             break
         identities.lock(conn, [_profile_lock(p) for p in need])
         locked.update(need)
         owners = identities.owners(conn, project_id, keys)
+    return owners
+
+
+def graph_of(conn: psycopg.Connection, owners: dict[Key, int]) -> Graph:
+    """The identity graph of the (already locked) profiles holding `owners`' identifiers."""
     ids = sorted(set(owners.values()))
     rows = profiles.load(conn, ids)
     emails = identities.emails_of(conn, ids)
@@ -60,9 +73,30 @@ def load_graph(conn: psycopg.Connection, project_id: int, batch: list[Event]) ->
     return graph
 
 
+def load_graph(conn: psycopg.Connection, project_id: int, batch: list[Event]) -> Graph:
+    return graph_of(conn, lock_identities(conn, project_id, lookup_keys(batch)))
+
+
+def identifiers_of(event: Event) -> list[str]:
+    """What `events.identifiers` records: the event's identifiers as `kind:value`."""
+    return [f"{kind}:{value}" for kind, value in event_keys(event)]
+
+
 def apply(
     conn: psycopg.Connection, project_id: int, batch: list[Event], plan: Plan, graph: Graph
 ) -> None:
+    """Write a new batch: the graph's changes, then its events (COPY)."""
+    real = apply_graph(conn, project_id, batch, plan, graph)
+    events.insert(
+        conn, batch, [real(p) for p in plan.assignments], [identifiers_of(e) for e in batch]
+    )
+
+
+def apply_graph(
+    conn: psycopg.Connection, project_id: int, batch: list[Event], plan: Plan, graph: Graph
+) -> Callable[[int], int]:
+    """Write the plan's profiles, merges, identities and accounts; return the mapping of
+    the plan's profile ids (temporary ones included) to the stored profiles."""
     temp = sorted((p.id for p in graph.profiles.values() if p.new), reverse=True)
     remap = dict(zip(temp, profiles.allocate_ids(conn, len(temp)), strict=True))
 
@@ -94,10 +128,10 @@ def apply(
     ]
     merges.log(conn, project_id, log)
     identities.insert(conn, project_id, {key: real(p) for key, p in plan.new_identities.items()})
-    events.insert(conn, batch, [real(p) for p in plan.assignments])
     latest: dict[str, dict[str, Any]] = {}
     for event in batch:
         if event.account is not None:
             latest[event.account["group_id"]] = event.account
     account_ids = accounts.upsert(conn, project_id, list(latest.values()))
     accounts.link(conn, project_id, [(real(p), account_ids[g]) for p, g in plan.account_links])
+    return real

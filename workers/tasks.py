@@ -25,6 +25,7 @@ from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
 from ingest.store import batches, message_ids
 from workers import pipeline
+from workers.normalize import Rules
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
     - permanent failure: the poison calls are isolated and dead-lettered, the rest stored.
     """
     settings = get_settings()
-    blocked = frozenset(settings.blocked_identifiers)
+    rules = Rules.of(settings)
     task_id = self.request.id or ""
     hold_while_breaker_open(task_id)
     try:
@@ -207,12 +208,12 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
                 return {"skipped": 1}
             try:
                 with conn.transaction():
-                    result = pipeline.process(conn, requests, blocked)
+                    result = pipeline.process(conn, requests, rules)
             except RETRYABLE:
                 raise
             except Exception as error:
                 log.warning("batch %s failed (%s); isolating the poison calls", task_id, error)
-                result = pipeline.process_isolating(conn, requests, blocked, RETRYABLE)
+                result = pipeline.process_isolating(conn, requests, rules, RETRYABLE)
     except RETRYABLE as error:
         attempts = self.request.retries
         # A replay's calls carry their original (old) receipt time: only new calls age.

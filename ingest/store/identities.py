@@ -98,3 +98,28 @@ def find_profiles(conn: psycopg.Connection, project_id: int, kind: str, value: s
         (project_id, kind, value),
     )
     return [int(r[0]) for r in cur.fetchall()]
+
+
+def retire(
+    conn: psycopg.Connection, project_id: int, keys: list[Key], except_events: list[int]
+) -> int:
+    """Forget identifiers no stored event derives any more (their events were reprocessed
+    under rules that no longer derive them), unless another event of the holder still
+    does. `except_events` are the events being rewritten (their old identifiers are going).
+    """
+    if not keys:
+        return 0
+    cur = conn.execute(
+        """
+        DELETE FROM identities i
+        USING json_array_elements(%s::json) AS k
+        WHERE i.project_id = %s AND i.kind = k->>0 AND i.value = k->>1
+          AND NOT EXISTS (
+              SELECT 1 FROM events e
+              WHERE e.profile_id = i.profile_id
+                AND e.identifiers @> ARRAY[i.kind || ':' || i.value]
+                AND e.id <> ALL(%s::bigint[]))
+        """,
+        (json_rows(sorted(set(keys))), project_id, except_events),
+    )
+    return cur.rowcount

@@ -119,3 +119,20 @@ def resolve_merged(conn: psycopg.Connection, project_id: int, profile_id: int) -
         (project_id, profile_id),
     ).fetchone()
     return int(row[0]) if row else None
+
+
+def add_counts(conn: psycopg.Connection, deltas: dict[int, int]) -> None:
+    """Move event counts by relative amounts (reprocessing moves events between profiles;
+    a relative update needs no lock on a profile the batch did not load)."""
+    deltas = {p: d for p, d in deltas.items() if d}
+    if not deltas:
+        return
+    conn.execute(
+        """
+        UPDATE profiles p SET event_count = greatest(0, p.event_count + (e->>1)::bigint),
+                              updated_at = now()
+        FROM json_array_elements(%s::json) AS e
+        WHERE p.id = (e->>0)::bigint
+        """,
+        (json_rows(sorted(deltas.items())),),
+    )
