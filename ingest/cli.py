@@ -444,14 +444,16 @@ def web() -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """Run a Celery worker on the ingest queue (extra arguments go to Celery)."""
+    """Run a Celery worker on the calls queue and the jobs queue (extra arguments go to
+    Celery; `--queues` picks queues, e.g. a worker for jobs only)."""
     settings = _settings()
     _require_broker(settings)
     from workers.tasks import app as celery_app
 
-    celery_app.worker_main(
-        ["worker", "--queues", settings.queue_name, "--loglevel", settings.log_level, *ctx.args]
-    )
+    queues = [] if "--queues" in ctx.args or "-Q" in ctx.args else [
+        "--queues", f"{settings.queue_name},{settings.jobs_queue}"
+    ]  # fmt: skip
+    celery_app.worker_main(["worker", *queues, "--loglevel", settings.log_level, *ctx.args])
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -127,6 +127,40 @@ class Settings(BaseSettings):
         default=DEFAULT_BLOCKED_IDENTIFIERS,
         description="Comma-separated values that never identify anyone (case-insensitive).",
     )
+    reprocess_batch_size: int = Field(
+        default=1000, ge=1, le=50_000, description="Events per reprocessing transaction."
+    )
+    job_slice_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="A worker runs a long job this long, then hands the rest to a"
+        " continuation task (the queue stays fair and no task outlives the visibility timeout).",
+    )
+    schedule_auto_replay_seconds: int = Field(
+        default=900, ge=0, description="Beat: replay transient dead letters every N s (0: off)."
+    )
+    schedule_expire_seconds: int = Field(
+        default=3600, ge=0, description="Beat: expire dedup keys and old data every N s (0: off)."
+    )
+    schedule_identity_check_seconds: int = Field(
+        default=86_400, ge=0, description="Beat: the identity check every N s (0: off)."
+    )
+    auto_replay_budget: int = Field(
+        default=10_000, ge=1, description="Dead letters one automatic replay run sends at most."
+    )
+    auto_replay_max_age_hours: int = Field(
+        default=72, ge=1, description="Older transient dead letters are left to an operator."
+    )
+    auto_replay_max_replays: int = Field(
+        default=5, ge=1, description="A letter replayed this often is left to an operator."
+    )
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Delete events, refusals, resolved dead letters, merge records and job"
+        " runs older than this (0: keep everything). Pending dead letters are kept.",
+    )
     email_strip_plus_tags: bool = Field(
         default=False,
         description="Normalization rule: `ann+news@acme.com` is the visitor `ann@acme.com`."
@@ -176,6 +210,12 @@ class Settings(BaseSettings):
             self.breaker_window_seconds,
             self.breaker_cooldown_seconds,
         )
+
+    @property
+    def jobs_queue(self) -> str:
+        """The Celery queue of scheduled and long jobs, apart from the calls so that a
+        backlog of calls never delays them (and they never count as backlog)."""
+        return self.queue_name + ".jobs"
 
     @property
     def queue_key(self) -> str:

@@ -8,11 +8,12 @@ redelivered batch finds its messageIds taken and writes nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -23,8 +24,9 @@ from psycopg_pool import ConnectionPool
 from ingest.breaker import Breaker, count
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
-from ingest.store import batches, message_ids
-from workers import pipeline
+from ingest.store import batches, jobs
+from workers import jobs as jobs_runner
+from workers import maintenance, pipeline, schedule
 from workers.normalize import Rules
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
 )
+
+
+JOB_TASKS = ("koala.run_job", "koala.scheduled", "koala.resume_jobs")
 
 
 def make_app(settings: Settings) -> Celery:
@@ -67,12 +72,9 @@ def make_app(settings: Settings) -> Celery:
         # A standby beat takes over within this many seconds of the active one dying.
         redbeat_lock_timeout=60,
         beat_max_loop_interval=10,
-        beat_schedule={
-            "expire-message-ids": {
-                "task": "koala.expire_message_ids",
-                "schedule": timedelta(hours=1),
-            },
-        },
+        beat_schedule=schedule.beat_schedule(settings),
+        # Jobs have a queue of their own: a backlog of calls never delays them.
+        task_routes={name: {"queue": settings.jobs_queue} for name in JOB_TASKS},
     )
     return app
 
@@ -258,14 +260,59 @@ def _dead_letter_batch(
     return {"dead_lettered": result.total("dead_lettered")}
 
 
-@app.task(name="koala.expire_message_ids", base=DatabaseTask, bind=True)
-def expire_message_ids(self: Task) -> int:
-    """Forget dedup keys older than the window (a messageId seen again after that is new),
-    and committed-batch keys long past any redelivery (a day, or 4 visibility timeouts)."""
+def _runner() -> jobs_runner.Runner:
     settings = get_settings()
-    days = settings.dedup_window_days
-    with _Pools.get().connection() as conn, conn.transaction():
-        deleted = message_ids.expire(conn, days)
-        batches_gone = batches.expire(conn, max(86_400, settings.visibility_timeout * 4))
-    log.info("expired %d dedup keys older than %d days, %d batch keys", deleted, days, batches_gone)
-    return deleted
+    ctx = jobs_runner.Context(settings, Rules.of(settings), _Redis.get)
+    return jobs_runner.Runner(_Pools.get().connection, ctx)
+
+
+def _run_slice(job_id: int) -> str:
+    """Run a job for one time slice; hand the rest to a continuation task."""
+    status = _runner().run(job_id, time_budget=get_settings().job_slice_seconds)
+    if status == "queued":
+        run_job.apply_async(args=[job_id])
+    return status
+
+
+@app.task(name="koala.run_job", bind=True, acks_late=True)
+def run_job(self: Task, job_id: int) -> str:
+    """Run (or resume) a job: reprocessing asked for by the API or the CLI, or the rest of a
+    scheduled run. A second delivery finds the job held and does nothing."""
+    return _run_slice(job_id)
+
+
+@app.task(name="koala.scheduled", bind=True, acks_late=True)
+def scheduled(self: Task, kind: str) -> str:
+    """A beat entry: record a run of `kind` for this period and run it. A second run in
+    the same period (two beats, a redelivery) or on top of an active run is not started."""
+    settings = get_settings()
+    if not schedule.interval(settings, kind):
+        return "off"
+    period = schedule.period(settings, kind, time.time())
+    with _Pools.get().connection() as conn:
+        with conn.transaction():
+            params = maintenance.params_for(kind, conn, settings)
+        try:
+            job_id = jobs.create(conn, kind, None, params, "schedule", period=period)
+        except jobs.AlreadyRan:
+            log.info("%s already ran in period %d", kind, period)
+            return "already_ran"
+        except jobs.JobConflict as conflict:
+            log.warning("%s: run %d is still active; this period's run skipped", kind,
+                        conflict.active_id)  # fmt: skip
+            with contextlib.suppress(jobs.AlreadyRan, jobs.JobConflict):
+                jobs.create(conn, kind, None, {"active_run": conflict.active_id}, "schedule",
+                            period=period, status="skipped")  # fmt: skip
+            return "skipped"
+    return _run_slice(job_id)
+
+
+@app.task(name="koala.resume_jobs", bind=True, acks_late=True)
+def resume_jobs(self: Task) -> int:
+    """Hand stalled jobs (a continuation message lost, a runner killed) to a worker."""
+    with _Pools.get().connection() as conn:
+        stalled = jobs.stalled(conn, jobs_runner.STALE_SECONDS)
+    for job_id in stalled:
+        log.warning("job %d stalled; resuming it", job_id)
+        run_job.apply_async(args=[job_id])
+    return len(stalled)

@@ -15,9 +15,13 @@ def claim(conn: psycopg.Connection, task_id: str) -> bool:
     return cur.fetchone() is not None
 
 
-def expire(conn: psycopg.Connection, older_than_seconds: int) -> int:
+def expire(conn: psycopg.Connection, older_than_seconds: int, limit: int) -> int:
     cur = conn.execute(
-        "DELETE FROM processed_batches WHERE processed_at < now() - make_interval(secs => %s)",
-        (older_than_seconds,),
+        """
+        DELETE FROM processed_batches WHERE task_id IN (
+            SELECT task_id FROM processed_batches
+            WHERE processed_at < now() - make_interval(secs => %s) LIMIT %s)
+        """,
+        (older_than_seconds, limit),
     )
     return cur.rowcount

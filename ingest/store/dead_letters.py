@@ -82,6 +82,9 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
     ids: tuple[int, ...] | None = None
+    # the automatic replay leaves old failures, and letters replayed often, to an operator
+    first_failed_since: datetime | None = None
+    max_replays: int | None = None
 
 
 def _where(f: Filter) -> tuple[str, dict[str, Any]]:
@@ -102,6 +105,12 @@ def _where(f: Filter) -> tuple[str, dict[str, Any]]:
     if f.until:
         clauses.append("last_failed_at < %(until)s")
         params["until"] = f.until
+    if f.first_failed_since:
+        clauses.append("first_failed_at >= %(first_failed_since)s")
+        params["first_failed_since"] = f.first_failed_since
+    if f.max_replays is not None:
+        clauses.append("replays < %(max_replays)s")
+        params["max_replays"] = f.max_replays
     if f.ids is not None:
         clauses.append("id = ANY(%(ids)s)")
         params["ids"] = list(f.ids)
@@ -186,5 +195,16 @@ def discard(conn: psycopg.Connection, f: Filter) -> int:
     cur = conn.execute(
         f"UPDATE dead_letters SET status = 'discarded', updated_at = now() WHERE {where}",
         params,
+    )
+    return cur.rowcount
+
+
+def expire(conn: psycopg.Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` resolved (replayed or discarded) letters older than
+    `before` (retention). Pending letters stay until an operator decides."""
+    cur = conn.execute(
+        "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
+        " WHERE last_failed_at < %s AND status IN ('replayed', 'discarded') LIMIT %s)",
+        (before, limit),
     )
     return cur.rowcount

@@ -30,6 +30,10 @@ PUBLIC = (
 )
 
 
+class AlreadyRan(Exception):
+    """A scheduled job already has a run for this period."""
+
+
 class JobConflict(Exception):
     """A job of this kind (and project) is already active."""
 
@@ -73,6 +77,8 @@ def create(
     except psycopg.errors.UniqueViolation as error:
         if error.diag.constraint_name == "jobs_one_active_idx":
             raise JobConflict(active(conn, kind, project_id) or 0) from None
+        if error.diag.constraint_name == "jobs_one_per_period_idx":
+            raise AlreadyRan(f"{kind} already ran in period {period}") from None
         raise
     assert row is not None
     return int(row[0])
@@ -259,3 +265,14 @@ def expire(conn: psycopg.Connection, older_than: datetime) -> int:
         (older_than,),
     )
     return cur.rowcount
+
+
+def recent_done(conn: psycopg.Connection, kind: str) -> dict[str, Any] | None:
+    """The newest finished run of a kind (where an incremental job starts again)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT id, params, cursor, finished_at FROM jobs WHERE kind = %s AND status = 'done'"
+            " ORDER BY id DESC LIMIT 1",
+            (kind,),
+        )
+        return cur.fetchone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 import psycopg
@@ -32,3 +33,13 @@ def log(conn: psycopg.Connection, project_id: int, merges: Sequence[MergeLike]) 
             copy.write_row(
                 (project_id, m.from_profile, m.into_profile, m.reason, m.message_id, m.refused)
             )
+
+
+def expire(conn: psycopg.Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` merge records older than `before` (retention)."""
+    cur = conn.execute(
+        "DELETE FROM profile_merges WHERE id IN (SELECT id FROM profile_merges"
+        " WHERE created_at < %s LIMIT %s)",
+        (before, limit),
+    )
+    return cur.rowcount

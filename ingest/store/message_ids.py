@@ -47,9 +47,16 @@ def content_hashes(conn: psycopg.Connection, keys: list[Key]) -> dict[Key, bytes
     return {(int(p), str(m)): bytes(h) for p, m, h in cur.fetchall()}
 
 
-def expire(conn: psycopg.Connection, days: int) -> int:
-    """Forget keys older than the window: a messageId seen again after that is new."""
+def expire(conn: psycopg.Connection, days: int, limit: int) -> int:
+    """Forget up to `limit` keys older than the window (a messageId seen again after that
+    is new); in chunks, so expiry never holds a long lock beside live batches."""
     cur = conn.execute(
-        "DELETE FROM message_ids WHERE first_seen < now() - make_interval(days => %s)", (days,)
+        """
+        DELETE FROM message_ids k USING (
+            SELECT project_id, message_id FROM message_ids
+            WHERE first_seen < now() - make_interval(days => %s) LIMIT %s) AS old
+        WHERE k.project_id = old.project_id AND k.message_id = old.message_id
+        """,
+        (days, limit),
     )
     return cur.rowcount

@@ -77,3 +77,8 @@ def revoke(conn: psycopg.Connection, name: str) -> bool:
             (name,),
         )
         return cur.rowcount == 1
+
+
+def all_ids(conn: psycopg.Connection) -> list[int]:
+    """Every project, revoked ones too (their stored data still ages)."""
+    return [int(r[0]) for r in conn.execute("SELECT id FROM projects ORDER BY id").fetchall()]

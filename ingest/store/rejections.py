@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
@@ -38,3 +39,13 @@ def recent(conn: psycopg.Connection, project_id: int, limit: int) -> list[tuple[
         (project_id, limit),
     )
     return cur.fetchall()
+
+
+def expire(conn: psycopg.Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` refused calls older than `before` (retention)."""
+    cur = conn.execute(
+        "DELETE FROM rejections WHERE id IN (SELECT id FROM rejections WHERE received_at < %s"
+        " LIMIT %s)",
+        (before, limit),
+    )
+    return cur.rowcount
