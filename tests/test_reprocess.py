@@ -107,16 +107,16 @@ def test_email_rule_change_reprocessed_merges_the_range_and_leaves_the_rest(
             "2026-11-10T10:05:00Z",
             anonymousId="a1",
             traits={"email": "Ann+News@Acme.com"},
-        ),  # fmt: skip
+        ),
         call(
             "identify", "2026-11-11T09:00:00Z", anonymousId="a2", traits={"email": "ann@acme.com"}
-        ),  # fmt: skip
+        ),
     ]
     outside = [
         call("track", "2026-11-15T08:00:00Z", anonymousId="a1", event="Pricing Viewed"),
         call(
             "identify", "2026-11-20T08:00:00Z", anonymousId="a3", traits={"email": "bob+x@acme.com"}
-        ),  # fmt: skip
+        ),
     ]
     ingest(db, project, OLD, *in_range, *outside)
     before = live_profiles(db, project)
@@ -152,8 +152,18 @@ def test_email_rule_change_reprocessed_merges_the_range_and_leaves_the_rest(
     assert events_of(db, project) == events_after
 
     # New calls follow the new rule at once.
-    ingest(db, project, NEW, call("track", "2026-11-21T08:00:00Z", anonymousId="a9",
-                                  event="E", properties={"email": "ANN+later@acme.com"}))  # fmt: skip
+    ingest(
+        db,
+        project,
+        NEW,
+        call(
+            "track",
+            "2026-11-21T08:00:00Z",
+            anonymousId="a9",
+            event="E",
+            properties={"email": "ANN+later@acme.com"},
+        ),
+    )
     assert live_profiles(db, project)[ann][0] == 5
 
 
