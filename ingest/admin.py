@@ -8,6 +8,7 @@ connection pool in Starlette's thread pool, through the same functions as the CL
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -22,12 +23,14 @@ from starlette.routing import Route
 from ingest import reports
 from ingest.config import Settings
 from ingest.replay import replay as replay_letters
-from ingest.store import dead_letters, projects, rejections
+from ingest.store import dead_letters, jobs, projects, rejections
 from ingest.store.projects import Project
 from ingest.wire import WireError
 from workers.normalize import Rules
 
 MAX_LIMIT = 1000
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -216,9 +219,94 @@ class Admin:
             raise WireError(404, "unknown_dead_letter", "no pending dead letter with that id")
         return {"discarded": count}
 
+    # --- jobs -----------------------------------------------------------------------------
+
+    async def reprocess(self, request: Request) -> Any:
+        """Start (or resume) reprocessing of a project's time range on the workers."""
+        import orjson
+        import redis as sync_redis
+        from starlette.responses import Response
+
+        from workers.jobs import ReprocessJob, enqueue, parse_time, start_reprocess
+
+        project = await self.project(request)
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise WireError(400, "invalid_json", "the body must be JSON") from None
+        if not isinstance(body, dict) or not body.get("since") or not body.get("until"):
+            raise WireError(400, "invalid_range", "give since and until (ISO-8601 event times)")
+        batch_size = body.get("batch_size") or self.settings.reprocess_batch_size
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= 50_000:
+            raise WireError(400, "invalid_batch_size", "batch_size is a number from 1 to 50000")
+        try:
+            params = ReprocessJob.params(
+                parse_time(str(body["since"])), parse_time(str(body["until"])), batch_size
+            )
+        except ValueError as error:
+            raise WireError(400, "invalid_range", f"since/until: {error}") from None
+
+        def start(conn: psycopg.Connection) -> tuple[int, bool]:
+            try:
+                found = start_reprocess(
+                    conn, project.id, params, "api", restart=bool(body.get("restart"))
+                )
+            except jobs.JobConflict as conflict:
+                raise WireError(
+                    409,
+                    "job_active",
+                    f"job {conflict.active_id} is reprocessing this project already",
+                ) from None
+            client = sync_redis.Redis.from_url(self.settings.require_redis_url())
+            try:
+                enqueue(client, self.settings, found[0])
+            except sync_redis.RedisError as error:
+                # the job is recorded: the beat's sweep of stalled jobs starts it later
+                log.warning(
+                    "job %d recorded but not queued (%s): the sweep starts it", found[0], error
+                )
+            finally:
+                client.close()
+            return found
+
+        job_id, resumed = await self.query(start)
+        return Response(
+            orjson.dumps({"job_id": job_id, "resumed": resumed}),
+            202,
+            {"Location": f"/admin/jobs/{job_id}"},
+            media_type="application/json",
+        )
+
+    async def jobs(self, request: Request) -> dict[str, Any]:
+        kind = request.query_params.get("kind") or None
+        if kind is not None and kind not in jobs.KINDS:
+            raise WireError(400, "invalid_kind", "kind is one of " + ", ".join(jobs.KINDS))
+        before = request.query_params.get("before")
+        if before is not None and not before.isdigit():
+            raise WireError(400, "invalid_cursor", "before is a job id")
+        limit = _limit(request, default=50)
+        rows = await self.query(
+            lambda conn: jobs.recent(conn, kind, limit, int(before) if before else None)
+        )
+        return {"jobs": rows, "next": rows[-1]["id"] if len(rows) == limit else None}
+
+    async def job(self, request: Request) -> dict[str, Any]:
+        job_id = _id(request, "unknown_job")
+        found = await self.query(lambda conn: jobs.get(conn, job_id))
+        if found is None:
+            raise WireError(404, "unknown_job", f"no job {job_id}")
+        return found  # type: ignore[no-any-return]
+
+    async def cancel_job(self, request: Request) -> dict[str, Any]:
+        job_id = _id(request, "unknown_job")
+        status = await self.query(lambda conn: jobs.cancel(conn, job_id))
+        if status is None:
+            raise WireError(404, "unknown_job", f"no job {job_id}")
+        return {"job_id": job_id, "status": status, "cancel_requested": True}
+
     def routes(self, wrap: Callable[[str, Handler], Any]) -> list[Route]:
-        def guarded(handler: Callable[[Request], Awaitable[dict[str, Any]]]) -> Handler:
-            async def run(request: Request) -> dict[str, Any]:
+        def guarded(handler: Handler) -> Handler:
+            async def run(request: Request) -> Any:
                 self.authorize(request)
                 return await handler(request)
 
@@ -250,14 +338,20 @@ class Admin:
                 wrap("admin", guarded(self.discard)),
                 methods=["DELETE"],
             ),
+            Route(base + "/reprocess", wrap("admin", guarded(self.reprocess)), methods=["POST"]),
+            Route("/admin/jobs", wrap("admin", guarded(self.jobs)), methods=["GET"]),
+            Route("/admin/jobs/{id}", wrap("admin", guarded(self.job)), methods=["GET"]),
+            Route(
+                "/admin/jobs/{id}/cancel", wrap("admin", guarded(self.cancel_job)), methods=["POST"]
+            ),
         ]
 
 
-def _id(request: Request) -> int:
+def _id(request: Request, unknown: str = "unknown_dead_letter") -> int:
     try:
         return int(request.path_params["id"])
     except ValueError:
-        raise WireError(404, "unknown_dead_letter", "dead letter ids are numbers") from None
+        raise WireError(404, unknown, "ids are numbers") from None
 
 
 def _limit(request: Request, default: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import psycopg
@@ -391,6 +391,198 @@ def dlq_discard(
     with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
         count = dead_letters.discard(conn, _selection(conn, project, reason, None, None, ids))
     typer.echo(f"discarded {count}")
+
+
+jobs_app = typer.Typer(
+    help="Job runs (reprocessing, scheduled jobs): list, show, cancel, run now.",
+    invoke_without_command=True,
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _job_context(settings: Settings) -> Any:
+    import redis
+
+    from workers.jobs import Context
+    from workers.normalize import Rules
+
+    return Context(
+        settings, Rules.of(settings), lambda: redis.Redis.from_url(settings.require_redis_url())
+    )
+
+
+def _run_with_progress(settings: Settings, job_id: int, label: str) -> str:
+    """Run a job in this process with a progress bar; Ctrl-C leaves it resumable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.store import jobs
+    from workers.jobs import Runner, Step
+
+    url = _database_url(settings)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = jobs.get(conn, job_id)
+    assert row is not None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(label, total=row["total"], completed=row["done"])
+
+        def advance(step: Step, total: int | None) -> None:
+            bar.update(task, total=total, advance=step.done)
+
+        runner = Runner(lambda: psycopg.connect(url), _job_context(settings), on_step=advance)
+        try:
+            return runner.run(job_id)
+        except KeyboardInterrupt:
+            bar.stop()
+            typer.echo(f"interrupted: job {job_id} resumes where it stopped when the same"
+                       " command runs again")  # fmt: skip
+            raise typer.Exit(130) from None
+
+
+def _job_summary(job: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(job["counts"].items())) or "nothing"
+    total = f"/{job['total']}" if job["total"] is not None else ""
+    return f"job {job['id']} {job['status']}: {job['done']}{total} done; {counts}"
+
+
+@app.command()
+def reprocess(
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    since: Annotated[str, typer.Option(help="From this event time (ISO-8601; UTC if no offset).")],
+    until: Annotated[str, typer.Option(help="Up to this event time, excluded.")],
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, max=50_000, help="Events per transaction.")
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start over instead of resuming.")
+    ] = False,
+    background: Annotated[
+        bool, typer.Option("--background", help="Let the workers run it; print the job id.")
+    ] = False,
+) -> None:
+    """Normalize and resolve a project's stored events in a time range again, with today's
+    rules: derived fields overwritten, profiles re-attributed, nothing duplicated. The same
+    command resumes an interrupted run from its cursor."""
+    from ingest.store import jobs
+    from workers.jobs import ReprocessJob, enqueue, parse_time, start_reprocess
+
+    settings = _settings()
+    try:
+        params = ReprocessJob.params(parse_time(since), parse_time(until),
+                                     batch_size or settings.reprocess_batch_size)  # fmt: skip
+    except ValueError as error:
+        raise _fail(f"--since/--until: {error}", 2) from None
+    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+        project = _project(conn, name)
+        try:
+            job_id, resumed = start_reprocess(conn, project.id, params,
+                                              "cli", restart=restart)  # fmt: skip
+        except jobs.JobConflict as conflict:
+            raise _fail(f"job {conflict.active_id} is reprocessing {name} already"
+                        f" (koala-ingest jobs show {conflict.active_id})") from None  # fmt: skip
+    typer.echo(f"{'resuming' if resumed else 'started'} job {job_id}")
+    if background:
+        import redis
+
+        enqueue(redis.Redis.from_url(settings.require_redis_url()), settings, job_id)
+        typer.echo(f"queued for the workers; follow it with: koala-ingest jobs show {job_id}")
+        return
+    status = _run_with_progress(settings, job_id, f"reprocessing {name}")
+    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+        job = jobs.get(conn, job_id)
+    assert job is not None
+    typer.echo(_job_summary(job))
+    if status not in ("done", "cancelled"):
+        raise typer.Exit(1)
+
+
+@jobs_app.callback()
+def jobs_list(
+    ctx: typer.Context,
+    kind: Annotated[
+        str | None, typer.Option(help="reprocess, auto_replay, expire or identity_check.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recent job runs, newest first: when, what, progress, counts, errors."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ingest.store import jobs
+
+    settings = _settings()
+    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+        rows = jobs.recent(conn, kind, limit)
+    if as_json:
+        _print_json({"jobs": rows})
+        return
+    table = Table("id", "kind", "project", "trigger", "status", "done/total", "started",
+                  "finished", "counts", "errors")  # fmt: skip
+    for j in rows:
+        table.add_row(
+            str(j["id"]), j["kind"], j["project"] or "", j["trigger"], j["status"],
+            f"{j['done']}/{j['total'] if j['total'] is not None else '?'}",
+            _when(j["started_at"]), _when(j["finished_at"]),
+            ", ".join(f"{k} {v}" for k, v in sorted(j["counts"].items())),
+            str(len(j["errors"])),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int) -> None:
+    """One job run in full (JSON): parameters, progress, cursor, counts, errors."""
+    from ingest.store import jobs
+
+    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+        job = jobs.get(conn, job_id)
+    if job is None:
+        raise _fail(f"no job {job_id}")
+    _print_json(job)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: int) -> None:
+    """Cancel a job: at once if it is not running, at its next step if it is."""
+    from ingest.store import jobs
+
+    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+        status = jobs.cancel(conn, job_id)
+    if status is None:
+        raise _fail(f"no job {job_id}")
+    typer.echo(f"job {job_id}: {'cancel requested' if status == 'running' else status}")
+
+
+@jobs_app.command("run")
+def jobs_run(
+    kind: Annotated[str, typer.Argument(help="auto_replay, expire or identity_check.")],
+) -> None:
+    """Run a scheduled job now, in this process (recorded like a scheduled run)."""
+    from ingest.store import jobs
+    from workers import maintenance
+
+    if kind not in maintenance.BUILDERS:
+        raise _fail(f"no scheduled job {kind!r}: one of {', '.join(maintenance.BUILDERS)}", 2)
+    settings = _settings()
+    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+        try:
+            job_id = jobs.create(
+                conn, kind, None, maintenance.params_for(kind, conn, settings), "cli"
+            )
+        except jobs.JobConflict as conflict:
+            raise _fail(f"job {conflict.active_id} ({kind}) is running already") from None
+    status = _run_with_progress(settings, job_id, kind)
+    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+        job = jobs.get(conn, job_id)
+    assert job is not None
+    typer.echo(_job_summary(job))
+    if status != "done":
+        raise typer.Exit(1)
 
 
 breaker_app = typer.Typer(help="The dead-letter circuit breaker.", no_args_is_help=True)

@@ -272,6 +272,7 @@ def _admin_paths() -> dict[str, Any]:
         _query("cursor", "`next` of the previous page."),
     ]
     letter = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    job = letter
     profile = {"name": "profile_id", "in": "path", "required": True, "schema": {"type": "integer"}}
     return {
         base + "/stats": _admin_get(
@@ -332,4 +333,78 @@ def _admin_paths() -> dict[str, Any]:
             [page[0]],
             '`{"rejections": [...]}` with code, message and payload.',
         ),
+        base + "/reprocess": {
+            "post": {
+                "summary": "Normalize and resolve the project's events with `since <= timestamp"
+                " < until` again, on the workers (same parameters as an unfinished run: that run"
+                " resumes, unless `restart`).",
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["since", "until"],
+                                "properties": {
+                                    "since": {"type": "string", "format": "date-time"},
+                                    "until": {"type": "string", "format": "date-time"},
+                                    "batch_size": {"type": "integer", "minimum": 1},
+                                    "restart": {"type": "boolean"},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "202": {"description": '`{"job_id": n, "resumed": bool}`; `Location` of it.'},
+                    "400": ERRORS["400"],
+                    "401": _json("Error", "Missing or wrong token."),
+                    "404": _json("Error", "No such project."),
+                    "409": _json("Error", "A reprocessing of this project is active."),
+                },
+            }
+        },
+        "/admin/jobs": _jobs_get(
+            "Job runs (reprocessing, scheduled jobs), newest first.",
+            [
+                _query("kind", "reprocess, auto_replay, expire or identity_check."),
+                page[0],
+                _query("before", "`next` of the previous page (a job id).", "integer"),
+            ],
+            '`{"jobs": [...], "next": id or null}`.',
+        ),
+        "/admin/jobs/{id}": _jobs_get(
+            "One job run.",
+            [job],
+            "`id`, `kind`, `project`, `params`, `trigger`, `status`, `done`, `total`,"
+            " `counts`, `errors`, `cursor`, times.",
+        ),
+        "/admin/jobs/{id}/cancel": {
+            "post": {
+                **_jobs_get(
+                    "Cancel a job: at once if not running, at its next step if running.",
+                    [job],
+                    '`{"job_id": n, "status": s, "cancel_requested": true}`.',
+                )["get"]
+            }
+        },
+    }
+
+
+def _jobs_get(summary: str, params: list[dict[str, Any]], ok: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "security": [{"adminToken": []}],
+            "parameters": params,
+            "responses": {
+                "200": {"description": ok},
+                "400": ERRORS["400"],
+                "401": _json("Error", "Missing or wrong Bearer token."),
+                "404": _json("Error", "No such job."),
+            },
+        }
     }

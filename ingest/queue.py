@@ -64,17 +64,24 @@ class QueuedRequest:
 
 
 def celery_message(queue: str, requests: list[dict[str, Any]]) -> bytes:
-    """A Celery protocol-2 message for `koala.ingest(requests)`, as kombu's Redis transport
-    stores it (JSON envelope, base64 body, delivery info naming the queue)."""
+    """A Celery protocol-2 message for `koala.ingest(requests)`."""
+    calls = sum(len(r["calls"]) for r in requests)
+    return task_message(queue, TASK_NAME, [requests], f"<{calls} calls>")
+
+
+def task_message(queue: str, task: str, args: list[Any], argsrepr: str) -> bytes:
+    """A Celery protocol-2 message for `task(*args)`, as kombu's Redis transport stores it
+    (JSON envelope, base64 body, delivery info naming the queue), written without
+    building Celery objects."""
     task_id = str(uuid.uuid4())
-    body = orjson.dumps([[requests], {}, _EMBED])
+    body = orjson.dumps([args, {}, _EMBED])
     envelope = {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
             "lang": "py",
-            "task": TASK_NAME,
+            "task": task,
             "id": task_id,
             "shadow": None,
             "eta": None,
@@ -85,7 +92,7 @@ def celery_message(queue: str, requests: list[dict[str, Any]]) -> bytes:
             "timelimit": [None, None],
             "root_id": task_id,
             "parent_id": None,
-            "argsrepr": f"<{sum(len(r['calls']) for r in requests)} calls>",
+            "argsrepr": argsrepr,
             "kwargsrepr": "{}",
             "origin": _ORIGIN,
             "ignore_result": True,

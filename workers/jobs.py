@@ -19,13 +19,14 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import psycopg
 import redis
 
 from ingest.config import Settings
+from ingest.queue import task_message
 from ingest.store import events, jobs
 from workers.normalize import Rules
 from workers.reprocess import reprocess
@@ -74,10 +75,9 @@ class Context:
 
 
 def parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no time zone (add Z or an offset)")
-    return parsed
+    """ISO-8601 date or time; without an offset it is UTC."""
+    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -131,6 +131,33 @@ def _reprocess(row: dict[str, Any], ctx: Context) -> Job:
         batch_size=int(params.get("batch_size") or ctx.settings.reprocess_batch_size),
         rules=ctx.rules,
     )
+
+
+def start_reprocess(
+    conn: psycopg.Connection,
+    project_id: int,
+    params: dict[str, Any],
+    trigger: str,
+    *,
+    restart: bool = False,
+) -> tuple[int, bool]:
+    """The reprocessing job for these parameters: an unfinished one with exactly the same
+    parameters is resumed from its cursor (unless `restart`, which cancels it), otherwise
+    a new one. Returns (job id, resumed). `jobs.JobConflict` if another reprocessing of
+    the project is active."""
+    previous = jobs.unfinished(conn, "reprocess", project_id, params)
+    if previous is not None and not restart:
+        return previous, True
+    if previous is not None:
+        jobs.cancel(conn, previous)
+        jobs.finish_stale_cancelled(conn, previous)
+    return jobs.create(conn, "reprocess", project_id, params, trigger), False
+
+
+def enqueue(client: redis.Redis, settings: Settings, job_id: int) -> None:
+    """Hand a job to the workers (the jobs queue)."""
+    message = task_message(settings.jobs_queue, "koala.run_job", [job_id], f"<job {job_id}>")
+    client.lpush(settings.redis_key_prefix + settings.jobs_queue, message)
 
 
 def builders() -> dict[str, Builder]:

@@ -219,6 +219,17 @@ def cancel(conn: psycopg.Connection, job_id: int) -> str | None:
     return str(row[0]) if row else None
 
 
+def finish_stale_cancelled(conn: psycopg.Connection, job_id: int) -> None:
+    """A cancelled job whose runner is gone (no heartbeat for a while, or an interrupted
+    CLI run) is cancelled now rather than when a runner next looks."""
+    conn.execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now()"
+        " WHERE id = %s AND cancel_requested AND status = 'running'"
+        " AND heartbeat_at < now() - interval '2 minutes'",
+        (job_id,),
+    )
+
+
 def get(conn: psycopg.Connection, job_id: int) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
