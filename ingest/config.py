@@ -130,9 +130,9 @@ class Settings(BaseSettings):
     reprocess_batch_size: int = Field(
         default=1000, ge=1, le=50_000, description="Events per reprocessing transaction."
     )
-    job_slice_seconds: int = Field(
+    job_slice_seconds: float = Field(
         default=30,
-        ge=1,
+        gt=0,
         le=600,
         description="A worker runs a long job this long, then hands the rest to a"
         " continuation task (the queue stays fair and no task outlives the visibility timeout).",
