@@ -489,6 +489,9 @@ def reprocess(
         typer.echo(f"queued for the workers; follow it with: koala-ingest jobs show {job_id}")
         return
     status = _run_with_progress(settings, job_id, f"reprocessing {name}")
+    if status == "busy":
+        raise _fail(f"job {job_id} is being run by a worker; follow it with:"
+                    f" koala-ingest jobs show {job_id}")  # fmt: skip
     with psycopg.connect(_database_url(settings), autocommit=True) as conn:
         job = jobs.get(conn, job_id)
     assert job is not None

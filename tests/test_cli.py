@@ -1,4 +1,4 @@
-"""The operator commands: projects."""
+"""The operator commands: projects, reprocess, jobs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import psycopg
 from conftest import Servers, koala
 
 
-def run(servers: Servers, *args: str) -> subprocess.CompletedProcess[str]:
+def run(servers: Servers, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        koala(*args), env=servers.env(), capture_output=True, text=True, timeout=60
+        koala(*args), env=servers.env(**env), capture_output=True, text=True, timeout=60
     )
 
 
@@ -44,3 +44,44 @@ def test_projects_list_shows_created_projects(servers: Servers) -> None:
     run(servers, "projects", "create", name)
     listed = json.loads(run(servers, "projects", "list", "--json").stdout)
     assert name in {p["name"] for p in listed}
+
+
+def test_reprocess_applies_a_changed_rule_to_a_range_and_jobs_shows_the_run(
+    servers: Servers, db: psycopg.Connection
+) -> None:
+    from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
+    from ingest.store import projects
+    from workers.normalize import Rules
+    from workers.pipeline import process
+
+    project = projects.create(db, f"rp-{secrets.token_hex(3)}")
+    calls = [
+        {"type": "identify", "messageId": f"cli-{i}", "anonymousId": f"cli-a{i}",
+         "traits": {"email": email}, "timestamp": "2026-11-10T10:00:00Z",
+         "receivedAt": "2026-11-23T12:00:00Z"}
+        for i, email in enumerate(("ann+a@acme.com", "ann+b@acme.com", "ann@acme.com"))
+    ]  # fmt: skip
+    request = {"project_id": project.id, "source": "segment", "shared": None,
+               "received_at": "2026-11-23T12:00:00Z", "calls": calls, "rejected": []}  # fmt: skip
+    with db.transaction():
+        process(db, [request], Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS)))
+
+    bad = run(servers, "reprocess", project.name, "--since", "yesterday", "--until", "2026-12-01")
+    assert bad.returncode == 2 and "--since/--until" in bad.stderr
+    done = run(servers, "reprocess", project.name, "--since", "2026-11-10", "--until",
+               "2026-11-11", KOALA_EMAIL_STRIP_PLUS_TAGS="true")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "done: 3/3 done" in done.stdout and "merges 2" in done.stdout, done.stdout
+    live = db.execute(
+        "SELECT count(*) FROM profiles WHERE project_id = %s AND merged_into IS NULL",
+        (project.id,),
+    ).fetchone()
+    assert live == (1,)
+
+    job_id = int(done.stdout.split("job ", 2)[1].split()[0])
+    listed = json.loads(run(servers, "jobs", "--kind", "reprocess", "--json").stdout)["jobs"]
+    assert job_id in [j["id"] for j in listed]
+    shown = json.loads(run(servers, "jobs", "show", str(job_id)).stdout)
+    assert (shown["status"], shown["project"], shown["trigger"]) == ("done", project.name, "cli")
+    assert run(servers, "jobs", "cancel", str(job_id)).stdout.strip().endswith("done")
+    assert run(servers, "jobs", "show", "999999999").returncode == 1

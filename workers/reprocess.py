@@ -74,8 +74,13 @@ def reprocess(
     ids = [row["id"] for row, _ in batch]
     before = {row["profile_id"] for row, _ in batch if row["profile_id"] is not None}
     store.lock_identities(conn, project_id, every_key, also_profiles=before)
-    # Read again under the locks: a merge that committed meanwhile may have moved them.
+    # Read again under the locks: a merge that committed meanwhile may have moved them to
+    # a profile not locked yet (lock it too: its count changes below).
     counted_on = events.profiles_of(conn, ids)
+    moved_meanwhile = sorted({p for p in counted_on.values() if p is not None} - before)
+    if moved_meanwhile:
+        identities.lock(conn, [store.profile_lock(p) for p in moved_meanwhile])
+        counted_on = events.profiles_of(conn, ids)
 
     derived_now = {k for keys in new_keys.values() for k in keys}
     stale = [k for i in ids for k in old_keys[i] if k not in derived_now]

@@ -26,7 +26,7 @@ def _identity_lock(project_id: int, kind: str, value: str) -> str:
     return f"{project_id}:{kind}:{value}"
 
 
-def _profile_lock(profile_id: int) -> str:
+def profile_lock(profile_id: int) -> str:
     return f"profile:{profile_id}"
 
 
@@ -48,7 +48,7 @@ def lock_identities(
         need = sorted((set(owners.values()) | extra) - locked)
         if not need:
             break
-        identities.lock(conn, [_profile_lock(p) for p in need])
+        identities.lock(conn, [profile_lock(p) for p in need])
         locked.update(need)
         owners = identities.owners(conn, project_id, keys)
     return owners
