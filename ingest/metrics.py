@@ -1,11 +1,20 @@
-"""Prometheus metrics of the receiver (the workers' live in workers/, see issue 8)."""
+"""Prometheus metrics: the receiver's own, and the workers' cluster-wide counters.
+
+Workers are prefork Celery processes on many machines; rather than one scrape target per
+pool process, each batch adds its counts to one Redis hash (`{prefix}metrics`, HINCRBY,
+one round trip) and every receiver serves the cluster's totals on /metrics. Any receiver
+answers for the whole cluster, so scrape one of them (or all, and use `max`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -43,6 +52,11 @@ GROUP_COMMITS = Counter(
     "Redis writes of the group commit (each carries one or more requests).",
     registry=REGISTRY,
 )
+QUEUE_OLDEST_AGE = Gauge(
+    "koala_queue_oldest_age_seconds",
+    "Age of the oldest queued call (since the receiver took it); 0 when the queue is empty.",
+    registry=REGISTRY,
+)
 BREAKER_OPEN = Gauge(
     "koala_breaker_open",
     "1 while the dead-letter circuit breaker holds the workers.",
@@ -50,24 +64,65 @@ BREAKER_OPEN = Gauge(
 )
 
 
+# Upper bounds (seconds) of the batch latency histogram.
+BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STAGES = ("normalize", "dedupe", "resolve", "store")
+OUTCOMES = ("stored", "duplicate", "conflicting_duplicate", "rejected", "dead_lettered")
+
+
 class WorkerCounters:
     """Counters the workers keep in one Redis hash (cluster-wide), exposed on each
-    receiver's /metrics: retries, dead letters by reason, replays."""
+    receiver's /metrics: calls by outcome, time per stage, batch latency, merges, retries,
+    dead letters by reason, replays."""
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
 
+    def _counter(self, name: str, doc: str, key: str, scale: float = 1) -> Metric:
+        family = CounterMetricFamily(name, doc)
+        family.add_metric([], self.values.get(key, 0) / scale)
+        return family
+
     def collect(self) -> Iterator[Metric]:
-        retries = CounterMetricFamily(
-            "koala_worker_retries", "Batch retries after a transient failure (all workers)."
+        v = self.values
+        calls = CounterMetricFamily(
+            "koala_worker_calls",
+            "Calls the workers finished, by outcome (stored, duplicate, ...).",
+            labels=["outcome"],
         )
-        retries.add_metric([], self.values.get("retries", 0))
-        yield retries
-        replays = CounterMetricFamily(
-            "koala_dead_letters_replayed", "Dead letters sent back through the pipeline."
+        for outcome in OUTCOMES:
+            calls.add_metric([outcome], v.get(f"calls:{outcome}", 0))
+        yield calls
+        stages = CounterMetricFamily(
+            "koala_worker_stage_seconds",
+            "Time the workers spent in each pipeline stage.",
+            labels=["stage"],
         )
-        replays.add_metric([], self.values.get("replays", 0))
-        yield replays
+        for stage in STAGES:
+            stages.add_metric([stage], v.get(f"stage_us:{stage}", 0) / 1e6)
+        yield stages
+        batches = v.get("batches", 0)
+        latency = HistogramMetricFamily(
+            "koala_worker_batch_seconds", "Time from a batch's start to its commit."
+        )
+        latency.add_metric(
+            [],
+            [(str(b), v.get(f"batch_le:{b}", 0)) for b in BATCH_BUCKETS] + [("+Inf", batches)],
+            v.get("batch_us_sum", 0) / 1e6,
+        )
+        yield latency
+        yield self._counter("koala_worker_merges", "Profiles merged.", "merges")
+        yield self._counter(
+            "koala_worker_merges_refused",
+            "Merges the email guard refused (two identified people kept apart).",
+            "merges_refused",
+        )
+        yield self._counter(
+            "koala_worker_retries", "Batch retries after a transient failure.", "retries"
+        )
+        yield self._counter(
+            "koala_dead_letters_replayed", "Dead letters sent back through the pipeline.", "replays"
+        )
         dead = CounterMetricFamily(
             "koala_dead_letters",
             "Dead letters written (and failed replays), by reason.",

@@ -20,6 +20,7 @@ import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -66,10 +67,38 @@ class QueuedRequest:
 def celery_message(queue: str, requests: list[dict[str, Any]]) -> bytes:
     """A Celery protocol-2 message for `koala.ingest(requests)`."""
     calls = sum(len(r["calls"]) for r in requests)
-    return task_message(queue, TASK_NAME, [requests], f"<{calls} calls>")
+    received = min((str(r["received_at"]) for r in requests), default=None)
+    return task_message(
+        queue, TASK_NAME, [requests], f"<{calls} calls>", {RECEIVED_HEADER: received}
+    )
 
 
-def task_message(queue: str, task: str, args: list[Any], argsrepr: str) -> bytes:
+# The oldest receipt time of a message's calls, in its headers: the queue's age is read
+# off the oldest message without decoding its body.
+RECEIVED_HEADER = "koala_received_at"
+
+
+def oldest_received(message: bytes | str) -> datetime | None:
+    """When the calls of a queued message were received (None if it does not say)."""
+    try:
+        envelope = orjson.loads(message)
+        stamp = envelope["headers"].get(RECEIVED_HEADER)
+        if stamp is None:
+            body = orjson.loads(base64.b64decode(envelope["body"]))
+            stamp = min(str(r["received_at"]) for r in body[0][0])
+        parsed = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except (ValueError, KeyError, IndexError, TypeError, orjson.JSONDecodeError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def task_message(
+    queue: str,
+    task: str,
+    args: list[Any],
+    argsrepr: str,
+    headers: dict[str, Any] | None = None,
+) -> bytes:
     """A Celery protocol-2 message for `task(*args)`, as kombu's Redis transport stores it
     (JSON envelope, base64 body, delivery info naming the queue), written without
     building Celery objects."""
@@ -96,6 +125,7 @@ def task_message(queue: str, task: str, args: list[Any], argsrepr: str) -> bytes
             "kwargsrepr": "{}",
             "origin": _ORIGIN,
             "ignore_result": True,
+            **(headers or {}),
         },
         "properties": {
             "correlation_id": task_id,

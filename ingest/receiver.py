@@ -29,7 +29,13 @@ from ingest.admin import Admin
 from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
 from ingest.keys import ProjectKeys
-from ingest.queue import QueuedRequest, QueueFull, QueueUnavailable, QueueWriter
+from ingest.queue import (
+    QueuedRequest,
+    QueueFull,
+    QueueUnavailable,
+    QueueWriter,
+    oldest_received,
+)
 from ingest.store.projects import Project
 from ingest.wire import (
     SHORT_PATHS,
@@ -115,6 +121,11 @@ class Receiver:
                 await self.writer.poll()
                 state = await self.redis.get(names["state"])
                 self.breaker = orjson.loads(state) if state else None
+                oldest = await self.redis.lindex(self.settings.queue_key, -1)
+                received = oldest_received(oldest) if oldest else None
+                metrics.QUEUE_OLDEST_AGE.set(
+                    max(0.0, (datetime.now(UTC) - received).total_seconds()) if received else 0
+                )
                 counters = await self.redis.hgetall(names["metrics"])
                 metrics.WORKER_COUNTERS.values = {
                     (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in counters.items()

@@ -316,8 +316,8 @@ def test_expiry_forgets_old_dedup_and_batch_keys_only(
         " WHERE task_id = 'task-old'"
     )
     with db.transaction():
-        assert message_ids.expire(db, 7) >= 1
-        assert batches.expire(db, 86_400) >= 1
+        assert message_ids.expire(db, 7, 10_000) >= 1
+        assert batches.expire(db, 86_400, 10_000) >= 1
     # an expired key is new again; a kept one is still a duplicate
     again = run(
         db,

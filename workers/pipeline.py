@@ -11,6 +11,7 @@ in savepoints: it becomes a dead letter and the rest of the batch is stored.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class BatchResult:
     per_project: dict[int, Counter[str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent per stage
 
     def count(self, project_id: int, what: str, n: int = 1) -> None:
         self.per_project.setdefault(project_id, Counter())[what] += n
@@ -52,6 +54,11 @@ class BatchResult:
     def add(self, other: BatchResult) -> None:
         for project_id, counts in other.per_project.items():
             self.per_project.setdefault(project_id, Counter()).update(counts)
+        for stage, spent in other.seconds.items():
+            self.spent(stage, spent)
+
+    def spent(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 def dead_letter_for(
@@ -113,6 +120,7 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
     events: list[Event] = []
     refused: list[RejectionRow] = []
     dead: list[DeadLetter] = []
+    started = time.perf_counter()
     for request in requests:
         project_id = int(request["project_id"])
         source = str(request["source"])
@@ -131,7 +139,10 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
             event.replay_of = replay_of
             events.append(event)
 
+    normalized = time.perf_counter()
+    result.spent("normalize", normalized - started)
     deduped = dedupe(conn, events)
+    result.spent("dedupe", time.perf_counter() - normalized)
     for e in deduped.duplicates:
         result.count(e.project_id, "duplicates")
     for e in deduped.conflicting:
@@ -140,10 +151,17 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
     by_project = sorted(deduped.new, key=lambda e: e.project_id)  # stable: arrival order kept
     for project_id, group in groupby(by_project, key=lambda e: e.project_id):
         batch = list(group)
+        t0 = time.perf_counter()
         graph = store.load_graph(conn, project_id, batch)
+        t1 = time.perf_counter()
         plan = resolve(batch, graph)
+        t2 = time.perf_counter()
         store.apply(conn, project_id, batch, plan, graph)
+        result.spent("resolve", t2 - t1)
+        result.spent("store", (t1 - t0) + (time.perf_counter() - t2))
         result.count(project_id, "stored", len(batch))
+        result.count(project_id, "merges", len(plan.merges))
+        result.count(project_id, "merges_refused", len(plan.refused))
 
     replayed = {e.replay_of: e.project_id for e in events if e.replay_of is not None}
     resolved = set(dead_letters.finish_replay(conn, sorted(replayed)))

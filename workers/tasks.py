@@ -21,6 +21,7 @@ import redis
 from celery import Celery, Task
 from psycopg_pool import ConnectionPool
 
+from ingest import metrics
 from ingest.breaker import Breaker, count
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
@@ -147,14 +148,19 @@ def hold_while_breaker_open(task_id: str) -> None:
         time.sleep(min(5.0, max(0.5, state["until"] - time.time())))
 
 
-def report(result: pipeline.BatchResult, retries: int = 0) -> None:
-    """Feed the breaker and the cluster-wide counters; never fail a batch for them."""
+def report(result: pipeline.BatchResult, retries: int = 0, seconds: float | None = None) -> None:
+    """Feed the breaker and the cluster-wide counters (the workers' Prometheus metrics,
+    served by every receiver's /metrics); never fail a batch for them."""
     settings = get_settings()
     fresh_dead = max(0, result.total("dead_lettered"))
     finished = result.total("stored") + result.total("duplicates") + fresh_dead
     try:
         state = _breaker().record(finished, fresh_dead)
-        count(_Redis.get(), settings.redis_key_prefix, {**result.reasons(), "retries": retries})
+        count(
+            _Redis.get(),
+            settings.redis_key_prefix,
+            {**result.reasons(), "retries": retries, **worker_metrics(result, seconds)},
+        )
     except redis.RedisError as error:
         log.warning("could not update breaker or counters: %s", error)
         return
@@ -164,6 +170,32 @@ def report(result: pipeline.BatchResult, retries: int = 0) -> None:
             state["reason"],
             settings.breaker_cooldown_seconds,
         )
+
+
+def worker_metrics(result: pipeline.BatchResult, seconds: float | None) -> dict[str, int]:
+    """A finished batch as increments of the counters `ingest.metrics.WorkerCounters`
+    exposes (times in microseconds: Redis counts integers)."""
+    out = {
+        f"calls:{outcome}": result.total(key)
+        for outcome, key in (
+            ("stored", "stored"),
+            ("duplicate", "duplicates"),
+            ("conflicting_duplicate", "conflicting_duplicates"),
+            ("rejected", "rejected"),
+            ("dead_lettered", "dead_lettered"),
+        )
+    }
+    out["merges"] = result.total("merges")
+    out["merges_refused"] = result.total("merges_refused")
+    for stage, spent in result.seconds.items():
+        out[f"stage_us:{stage}"] = int(spent * 1_000_000)
+    if seconds is not None:
+        out["batches"] = 1
+        out["batch_us_sum"] = int(seconds * 1_000_000)
+        for bound in metrics.BATCH_BUCKETS:
+            if seconds <= bound:
+                out[f"batch_le:{bound}"] = 1
+    return out
 
 
 class DatabaseTask(Task):  # type: ignore[misc]
@@ -199,6 +231,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
     rules = Rules.of(settings)
     task_id = self.request.id or ""
     hold_while_breaker_open(task_id)
+    started = time.perf_counter()
     try:
         with _Pools.get().connection() as conn, conn.transaction():
             conn.execute(
@@ -241,7 +274,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         report(pipeline.BatchResult(), retries=1)
         delay = settings.retry_backoff_max_seconds
         raise self.retry(exc=error, countdown=delay, max_retries=None) from None
-    report(result)
+    report(result, seconds=time.perf_counter() - started)
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
