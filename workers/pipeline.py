@@ -129,6 +129,12 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
             try:
                 event = normalize(project_id, source, call, request.get("shared"), rules)
             except NormalizeError as error:
+                log.warning(
+                    "call dead-lettered: %s",
+                    error,
+                    extra={"stage": "normalize", "project": project_id, "reason": error.reason,
+                           "message_id": call.get("messageId") or call.get("message_id")},
+                )  # fmt: skip
                 dead.append(
                     dead_letter_for(request, call, replay_of, "normalize", error.reason, error)
                 )
@@ -231,7 +237,13 @@ def _bisect(
             _bisect(conn, units[middle:], rules, retryable, result)
             return
         [unit] = units
-        log.warning("poison call isolated: %s", error)
+        [poison] = unit["calls"] or [{}]
+        log.warning(
+            "poison call isolated: %s",
+            error,
+            extra={"stage": "store", "project": unit["project_id"], "reason": type(error).__name__,
+                   "message_id": poison.get("messageId") or poison.get("message_id")},
+        )  # fmt: skip
         with conn.transaction():
             letters = [
                 dead_letter_for(unit, call, replay_of, "store", type(error).__name__, error)

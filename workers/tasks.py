@@ -278,7 +278,11 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
-    log.info("batch done %s", summary)
+    log.info(
+        "batch done %s",
+        summary,
+        extra={"stage": "store", "batch": task_id, "projects": sorted(result.per_project)},
+    )
     return summary
 
 
