@@ -13,7 +13,11 @@ from datetime import UTC, datetime
 
 import orjson
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,13 +38,17 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
+# Structured fields libraries attach that repeat the message (Celery's task `data`).
+TEXT_HIDDEN = frozenset({"data"})
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = _extras(record)
+        extras = {k: v for k, v in _extras(record).items() if k not in TEXT_HIDDEN}
         if not extras:
             return line
         fields = " ".join(f"{k}={v}" for k, v in extras.items())

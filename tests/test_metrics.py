@@ -97,3 +97,31 @@ def test_receiver_shows_the_queue_aging_and_the_workers_counters(
         if worker is not None:
             worker.stop()
         rx.proc.stop()
+
+
+def test_grafana_dashboard_queries_only_metrics_the_receiver_exposes() -> None:
+    import json
+
+    from conftest import ROOT
+
+    from ingest import metrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exposed = {
+        family.name + suffix
+        for family in metrics.REGISTRY.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "koala-ingest.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bkoala_\w+", target["expr"])
+    }
+    assert len(dashboard["panels"]) >= 10
+    assert used and used <= exposed, used - exposed
+    # every worker family is on the dashboard
+    for family in ("koala_worker_calls_total", "koala_worker_batch_seconds_bucket",
+                   "koala_queue_oldest_age_seconds", "koala_dead_letters_total"):  # fmt: skip
+        assert family in used
