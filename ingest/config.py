@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         description="A new or revoked project key takes effect in the receiver within this time.",
     )
 
+    lost_after_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="A queued batch not committed this long after it was queued is checked:"
+        " if no worker holds it and it has left the queue, it was lost by a killed consumer"
+        " and is queued again.",
+    )
     dedup_window_days: int = Field(default=7, ge=1)
     retry_max_attempts: int = Field(
         default=12,

@@ -121,6 +121,11 @@ class WorkerCounters:
             "koala_worker_retries", "Batch retries after a transient failure.", "retries"
         )
         yield self._counter(
+            "koala_queue_recovered_batches",
+            "Batches a killed consumer lost and the recovery sweep queued again.",
+            "recovered",
+        )
+        yield self._counter(
             "koala_dead_letters_replayed", "Dead letters sent back through the pipeline.", "replays"
         )
         dead = CounterMetricFamily(

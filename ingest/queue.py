@@ -17,6 +17,7 @@ import asyncio
 import base64
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,13 +65,37 @@ class QueuedRequest:
         }
 
 
-def celery_message(queue: str, requests: list[dict[str, Any]]) -> bytes:
+def celery_message(queue: str, requests: list[dict[str, Any]], task_id: str | None = None) -> bytes:
     """A Celery protocol-2 message for `koala.ingest(requests)`."""
     calls = sum(len(r["calls"]) for r in requests)
     received = min((str(r["received_at"]) for r in requests), default=None)
     return task_message(
-        queue, TASK_NAME, [requests], f"<{calls} calls>", {RECEIVED_HEADER: received}
+        queue, TASK_NAME, [requests], f"<{calls} calls>", {RECEIVED_HEADER: received}, task_id
     )
+
+
+class Ledger:
+    """Every message the receiver queued, until a worker has committed it.
+
+    kombu's Redis transport takes a message off the queue (`BRPOP`) and records it as
+    unacknowledged (`HSET unacked`) in two steps: a consumer killed between them (SIGKILL,
+    an OOM kill, a node lost; or a warm shutdown discarding a `BRPOP` reply, celery#4354)
+    loses the message, and with it every call in it. So the receiver writes each message
+    twice in one MULTI: on the queue, and here (`ledger`: task id -> message; `ledger:due`:
+    task id -> when to look at it again). A worker deletes its entry once its batch is
+    committed. `workers/recovery.py` puts back on the queue any entry past due that is not
+    committed, not held unacknowledged by a worker, and no longer in the queue. A message
+    put back twice is harmless: the batch key makes its second run a no-op.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.entries = prefix + "ledger"
+        self.due = prefix + "ledger:due"
+        self.unacked = prefix + "unacked"  # kombu's own hash of unacknowledged messages
+
+
+def task_id_of(message: bytes | str) -> str:
+    return str(orjson.loads(message)["headers"]["id"])
 
 
 # The oldest receipt time of a message's calls, in its headers: the queue's age is read
@@ -98,11 +123,12 @@ def task_message(
     args: list[Any],
     argsrepr: str,
     headers: dict[str, Any] | None = None,
+    task_id: str | None = None,
 ) -> bytes:
     """A Celery protocol-2 message for `task(*args)`, as kombu's Redis transport stores it
     (JSON envelope, base64 body, delivery info naming the queue), written without
     building Celery objects."""
-    task_id = str(uuid.uuid4())
+    task_id = task_id or str(uuid.uuid4())
     body = orjson.dumps([args, {}, _EMBED])
     envelope = {
         "body": base64.b64encode(body).decode("ascii"),
@@ -178,8 +204,12 @@ class QueueWriter:
         counters_key: str,
         max_calls: int,
         max_depth: int,
+        ledger: Ledger,
+        lost_after: float,
     ) -> None:
         self._client = client
+        self._ledger = ledger
+        self._lost_after = lost_after
         self._queue_key = queue_key
         self._queue_name = queue_name
         self._counters_key = counters_key
@@ -224,9 +254,14 @@ class QueueWriter:
         received: dict[int, int] = {}
         for request in requests:
             received[request.project_id] = received.get(request.project_id, 0) + request.received
+        due = time.time() + self._lost_after
         async with self._client.pipeline(transaction=True) as pipe:
             for message in chunk_requests(requests, self._max_calls):
-                pipe.lpush(self._queue_key, celery_message(self._queue_name, message))
+                task_id = str(uuid.uuid4())
+                body = celery_message(self._queue_name, message, task_id)
+                pipe.lpush(self._queue_key, body)
+                pipe.hset(self._ledger.entries, task_id, body)
+                pipe.zadd(self._ledger.due, {task_id: due})
             for project_id, count in received.items():
                 pipe.hincrby(self._counters_key, str(project_id), count)
             pipe.llen(self._queue_key)

@@ -30,6 +30,7 @@ from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
 from ingest.keys import ProjectKeys
 from ingest.queue import (
+    Ledger,
     QueuedRequest,
     QueueFull,
     QueueUnavailable,
@@ -94,6 +95,8 @@ class Receiver:
             counters_key=settings.redis_key_prefix + "received",
             max_calls=settings.worker_batch_max_calls,
             max_depth=settings.queue_max_depth,
+            ledger=Ledger(settings.redis_key_prefix),
+            lost_after=settings.lost_after_seconds,
         )
         self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
         self._tasks: list[asyncio.Task[None]] = []

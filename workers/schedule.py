@@ -17,6 +17,8 @@ from ingest.config import Settings
 
 # The sweep that hands stalled jobs (a lost continuation, a killed runner) to a worker.
 RESUME_EVERY_SECONDS = 60
+# The sweep that queues again the batches a killed consumer lost (workers/recovery.py).
+RECOVER_EVERY_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,11 @@ def period(settings: Settings, kind: str, now: float) -> int:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {
-        "resume-jobs": {"task": "koala.resume_jobs", "schedule": float(RESUME_EVERY_SECONDS)}
+        "resume-jobs": {"task": "koala.resume_jobs", "schedule": float(RESUME_EVERY_SECONDS)},
+        "recover-lost": {
+            "task": "koala.recover_lost",
+            "schedule": float(min(RECOVER_EVERY_SECONDS, settings.lost_after_seconds)),
+        },
     }
     for entry in SCHEDULE:
         every = interval(settings, entry.kind)

@@ -27,7 +27,7 @@ from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
 from ingest.store import batches, jobs
 from workers import jobs as jobs_runner
-from workers import maintenance, pipeline, schedule
+from workers import maintenance, pipeline, recovery, schedule
 from workers.normalize import Rules
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-JOB_TASKS = ("koala.run_job", "koala.scheduled", "koala.resume_jobs")
+JOB_TASKS = ("koala.run_job", "koala.scheduled", "koala.resume_jobs", "koala.recover_lost")
 
 
 def make_app(settings: Settings) -> Celery:
@@ -119,6 +119,25 @@ class _Redis:
             )
             cls.pid = os.getpid()
         return cls.client
+
+
+def _settle(task_id: str) -> None:
+    """The batch is committed: forget its ledger entry (the recovery sweep does it later if
+    Redis is away now)."""
+    try:
+        recovery.settle(_Redis.get(), get_settings().redis_key_prefix, task_id)
+    except redis.RedisError as error:
+        log.warning("could not settle batch %s in the ledger: %s", task_id, error)
+
+
+def _postpone(task_id: str, delay: float) -> None:
+    settings = get_settings()
+    try:
+        recovery.postpone(
+            _Redis.get(), settings.redis_key_prefix, task_id, delay + settings.lost_after_seconds
+        )
+    except redis.RedisError as error:
+        log.warning("could not postpone batch %s in the ledger: %s", task_id, error)
 
 
 def _breaker() -> Breaker:
@@ -240,6 +259,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
             )
             if not batches.claim(conn, task_id):
                 log.info("batch %s was already committed; skipped", task_id)
+                _settle(task_id)
                 return {"skipped": 1}
             try:
                 with conn.transaction():
@@ -257,6 +277,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         if attempts < settings.retry_max_attempts and age < settings.retry_max_age_seconds:
             delay = backoff(attempts, settings.retry_backoff_max_seconds)
             report(pipeline.BatchResult(), retries=1)
+            _postpone(task_id, delay)
             log.warning("batch %s: %s; retry %d in %.1fs", task_id, error, attempts + 1, delay)
             raise self.retry(exc=error, countdown=delay, max_retries=None) from None
         log.error("batch %s: still failing after %d retries: dead-lettering it", task_id, attempts)
@@ -264,6 +285,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
             return _dead_letter_batch(task_id, requests, error)
         except Exception as again:  # the store itself is down: keep the batch in the queue
             delay = settings.retry_backoff_max_seconds
+            _postpone(task_id, delay)
             raise self.retry(exc=again, countdown=delay, max_retries=None) from None
     except Exception as error:
         # Nobody foresaw this (say a schema a deploy forgot to migrate). A failed task would
@@ -273,8 +295,10 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         log.exception("batch %s failed unexpectedly; it stays queued and is retried", task_id)
         report(pipeline.BatchResult(), retries=1)
         delay = settings.retry_backoff_max_seconds
+        _postpone(task_id, delay)
         raise self.retry(exc=error, countdown=delay, max_retries=None) from None
     report(result, seconds=time.perf_counter() - started)
+    _settle(task_id)
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
@@ -291,9 +315,11 @@ def _dead_letter_batch(
 ) -> dict[str, int]:
     with _Pools.get().connection() as conn, conn.transaction():
         if not batches.claim(conn, task_id):
+            _settle(task_id)
             return {"skipped": 1}
         result = pipeline.dead_letter_all(conn, requests, "transient_exhausted", error)
     report(result)
+    _settle(task_id)
     return {"dead_lettered": result.total("dead_lettered")}
 
 
@@ -342,6 +368,23 @@ def scheduled(self: Task, kind: str) -> str:
                             period=period, status="skipped")  # fmt: skip
             return "skipped"
     return _run_slice(job_id)
+
+
+@app.task(name="koala.recover_lost", bind=True, acks_late=True)
+def recover_lost(self: Task) -> int:
+    """Put back on the queue the batches a killed consumer lost (see workers/recovery.py)."""
+    settings = get_settings()
+    with _Pools.get().connection() as conn:
+        decision = recovery.recover(
+            _Redis.get(),
+            conn,
+            settings.redis_key_prefix,
+            settings.queue_key,
+            settings.lost_after_seconds,
+        )
+    if decision.requeue:
+        count(_Redis.get(), settings.redis_key_prefix, {"recovered": len(decision.requeue)})
+    return len(decision.requeue)
 
 
 @app.task(name="koala.resume_jobs", bind=True, acks_late=True)

@@ -1,0 +1,149 @@
+"""Recovery of batches a killed consumer lost (workers/recovery.py, ingest.queue.Ledger):
+the rule, a loss simulated exactly as kombu would cause it, and whole workers SIGKILLed
+under load."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+from conftest import Proc, Servers, koala, start_receiver, start_worker, wait_for
+
+from ingest.queue import Ledger
+from ingest.store import projects
+from workers.recovery import Entry, decide, recover
+
+T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+def e(task_id: str, received: datetime | None = T0, tag: str | None = None) -> Entry:
+    return Entry(task_id, b"{}", received, tag or f"tag-{task_id}")
+
+
+def test_committed_entries_are_forgotten_and_held_ones_wait() -> None:
+    out = decide([e("a"), e("b")], committed={"a"}, held={"tag-b"}, queue_oldest=None,
+                 queue_empty=True)  # fmt: skip
+    assert (out.forget, out.later, out.requeue) == (["a"], ["b"], [])
+
+
+def test_an_entry_that_may_still_be_queued_waits_and_one_that_left_is_requeued() -> None:
+    behind = e("behind", received=T0 + timedelta(seconds=5))
+    left = e("left", received=T0 - timedelta(seconds=5))
+    out = decide([behind, left], committed=set(), held=set(), queue_oldest=T0, queue_empty=False)
+    assert out.later == ["behind"] and [x.task_id for x in out.requeue] == ["left"]
+    empty = decide([behind], committed=set(), held=set(), queue_oldest=None, queue_empty=True)
+    assert [x.task_id for x in empty.requeue] == ["behind"]
+
+
+def _post(url: str, key: str, n: int, prefix: str) -> list[str]:
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    for message_id in ids:
+        call = {"event": "E", "anonymousId": "r", "messageId": message_id}
+        answer = httpx.post(url + "/v1/track", auth=(key, ""), timeout=10, json=call)
+        assert answer.status_code == 200
+    return ids
+
+
+def _stored(db: psycopg.Connection, project_id: int) -> list[tuple[str, int]]:
+    return db.execute(
+        "SELECT message_id, count(*) FROM events WHERE project_id = %s GROUP BY 1",
+        (project_id,),
+    ).fetchall()
+
+
+@pytest.mark.slow
+def test_a_batch_taken_off_the_queue_by_a_consumer_that_died_is_queued_again(
+    servers: Servers, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    queue = f"recovery-{secrets.token_hex(3)}"
+    env = {"KOALA_QUEUE_NAME": queue}
+    project = projects.create(db, f"rec-{secrets.token_hex(3)}")
+    client = redis.Redis.from_url(servers.redis_url)
+    queue_key = servers.prefix + queue
+    ledger = Ledger(servers.prefix)
+    rx = start_receiver(servers, tmp_path, **env)
+    try:
+        ids = _post(rx.url, project.public_key, 3, queue)
+    finally:
+        rx.proc.stop()
+    assert client.llen(queue_key) == 3
+    # kombu's BRPOP took the oldest message; its consumer died before recording it
+    lost = client.rpop(queue_key)
+    assert lost is not None and client.llen(queue_key) == 2
+    client.zadd(ledger.due, dict.fromkeys(client.zrange(ledger.due, 0, -1), 0))  # all due now
+
+    decision = recover(client, db, servers.prefix, queue_key, lost_after=60)
+
+    assert len(decision.requeue) == 1 and client.lindex(queue_key, -1) == lost
+    assert len(decision.later) >= 2  # the two still in the queue were left alone
+    worker = start_worker(servers, tmp_path, name="recovery", **env)
+    try:
+        wait_for(lambda: len(_stored(db, project.id)) == 3, timeout=60)
+        settled = {m.decode() for m in client.zrange(ledger.due, 0, -1)}
+        wait_for(lambda: not ({m.decode() for m in client.zrange(ledger.due, 0, -1)}
+                              & settled), timeout=30)  # fmt: skip
+    finally:
+        worker.stop()
+    assert sorted(_stored(db, project.id)) == sorted((m, 1) for m in ids)
+
+
+@pytest.mark.slow
+def test_whole_workers_killed_with_sigkill_under_load_lose_no_call(
+    servers: Servers, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    queue = f"chaos-{secrets.token_hex(3)}"
+    env = {
+        "KOALA_QUEUE_NAME": queue,
+        "KOALA_LOST_AFTER_SECONDS": "3",
+        "KOALA_VISIBILITY_TIMEOUT": "20",
+        "KOALA_BREAKER_COOLDOWN_SECONDS": "5",
+    }
+    project = projects.create(db, f"chaos-{secrets.token_hex(3)}")
+    rx = start_receiver(servers, tmp_path, **env)
+    beat = Proc(koala("beat"), servers.env(**env), tmp_path / "beat.log")
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        n = 0
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                batch = [{"type": "track", "event": "E", "anonymousId": f"c{i % 30}",
+                          "messageId": f"chaos-{n + i}"} for i in range(10)]  # fmt: skip
+                if http.post(rx.url + "/v1/batch", auth=(project.public_key, ""),
+                             json={"batch": batch}).status_code == 200:  # fmt: skip
+                    accepted.extend(str(c["messageId"]) for c in batch)
+                n += 10
+                time.sleep(0.005)
+
+    sender = threading.Thread(target=send)
+    worker = start_worker(servers, tmp_path, name="chaos0", **env)
+    try:
+        sender.start()
+        for round_ in range(1, 6):
+            time.sleep(1.5)
+            os.killpg(worker.process.pid, signal.SIGKILL)  # consumer and pool, no warning
+            worker.process.wait()
+            worker = start_worker(servers, tmp_path, name=f"chaos{round_}", **env)
+        stop.set()
+        sender.join(30)
+        want = set(accepted)
+        assert len(want) == len(accepted) > 200
+        wait_for(lambda: {m for m, _ in _stored(db, project.id)} >= want, timeout=120,
+                 interval=1)  # fmt: skip
+    finally:
+        stop.set()
+        worker.stop()
+        beat.stop()
+        rx.proc.stop()
+    stored = dict(_stored(db, project.id))
+    assert set(stored) == want and set(stored.values()) == {1}
