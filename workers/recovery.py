@@ -38,6 +38,7 @@ class Entry:
     message: bytes
     received: datetime | None
     delivery_tag: str | None
+    queue: str = ""  # the queue it was written to (its routing key)
 
 
 @dataclass(slots=True)
@@ -53,28 +54,35 @@ def _text(value: object) -> str:
 
 def entry(task_id: str, message: bytes | str) -> Entry:
     try:
-        tag = orjson.loads(message)["properties"]["delivery_tag"]
+        properties = orjson.loads(message)["properties"]
+        tag = properties.get("delivery_tag")
+        queue = str(properties["delivery_info"]["routing_key"])
     except (KeyError, TypeError, orjson.JSONDecodeError):
-        tag = None
+        tag, queue = None, ""
     raw = message.encode() if isinstance(message, str) else message
-    return Entry(task_id, raw, oldest_received(raw), tag)
+    return Entry(task_id, raw, oldest_received(raw), tag, queue)
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """The consuming end of a queue: empty, or the receipt time of its oldest message."""
+
+    empty: bool
+    oldest: datetime | None = None
 
 
 def decide(
-    entries: list[Entry],
-    committed: set[str],
-    held: set[str],
-    queue_oldest: datetime | None,
-    queue_empty: bool,
+    entries: list[Entry], committed: set[str], held: set[str], tails: dict[str, Tail]
 ) -> Decision:
     out = Decision()
     for e in entries:
+        tail = tails.get(e.queue, Tail(empty=False))
         if e.task_id in committed:
             out.forget.append(e.task_id)
         elif e.delivery_tag is not None and e.delivery_tag in held:
             out.later.append(e.task_id)
-        elif not queue_empty and (
-            queue_oldest is None or e.received is None or queue_oldest <= e.received
+        elif not tail.empty and (
+            tail.oldest is None or e.received is None or tail.oldest <= e.received
         ):
             out.later.append(e.task_id)  # FIFO: it may still be behind the oldest one
         else:
@@ -83,7 +91,7 @@ def decide(
 
 
 def recover(
-    client: redis.Redis, conn: psycopg.Connection, prefix: str, queue_key: str, lost_after: float
+    client: redis.Redis, conn: psycopg.Connection, prefix: str, lost_after: float
 ) -> Decision:
     ledger = Ledger(prefix)
     now = time.time()
@@ -101,11 +109,13 @@ def recover(
     held: set[str] = set()
     if tags:
         held = {t for t, v in zip(tags, client.hmget(ledger.unacked, tags), strict=True) if v}
-    # Read the queue's end after the unacked hash: a message fetched meanwhile is then seen
-    # as left the queue and, at worst, put back once more (a no-op run).
-    tail = client.lindex(queue_key, -1)
-    oldest = oldest_received(tail) if tail else None
-    decision = decide(entries, committed, held, oldest, tail is None)
+    # Read the queues' ends after the unacked hash: a message fetched meanwhile is then
+    # seen as left the queue and, at worst, put back once more (a no-op run).
+    tails: dict[str, Tail] = {}
+    for queue in sorted({e.queue for e in entries if e.queue}):
+        last = client.lindex(prefix + queue, -1)
+        tails[queue] = Tail(empty=last is None, oldest=oldest_received(last) if last else None)
+    decision = decide(entries, committed, held, tails)
     pipe = client.pipeline(transaction=True)
     forget = decision.forget + gone
     if forget:
@@ -115,7 +125,7 @@ def recover(
     if later:
         pipe.zadd(ledger.due, {t: now + lost_after for t in later})
     for e in decision.requeue:
-        pipe.rpush(queue_key, e.message)  # the end kombu pops from: next in line
+        pipe.rpush(prefix + e.queue, e.message)  # the end kombu pops from: next in line
     pipe.execute()
     for e in decision.requeue:
         log.error(

@@ -376,11 +376,7 @@ def recover_lost(self: Task) -> int:
     settings = get_settings()
     with _Pools.get().connection() as conn:
         decision = recovery.recover(
-            _Redis.get(),
-            conn,
-            settings.redis_key_prefix,
-            settings.queue_key,
-            settings.lost_after_seconds,
+            _Redis.get(), conn, settings.redis_key_prefix, settings.lost_after_seconds
         )
     if decision.requeue:
         count(_Redis.get(), settings.redis_key_prefix, {"recovered": len(decision.requeue)})
