@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     schedule_identity_check_seconds: int = Field(
         default=86_400, ge=0, description="Beat: the identity check every N s (0: off)."
     )
+    schedule_reprocess_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="Beat: reprocess every project's recent history every N s (0: off).",
+    )
+    reprocess_window_hours: int = Field(
+        default=24, ge=1, description="What the scheduled reprocessing covers: the last N hours."
+    )
     auto_replay_budget: int = Field(
         default=10_000, ge=1, description="Dead letters one automatic replay run sends at most."
     )

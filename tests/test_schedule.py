@@ -3,8 +3,10 @@ that never run a job twice in one period."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -21,7 +23,13 @@ def test_every_scheduled_job_is_a_setting_and_zero_turns_it_off() -> None:
     assert "expire" not in entries
     assert entries["auto_replay"]["schedule"] == 60.0
     assert entries["auto_replay"]["args"] == ("auto_replay",)
-    assert {e.kind for e in schedule.SCHEDULE} == {"auto_replay", "expire", "identity_check"}
+    assert {e.kind for e in schedule.SCHEDULE} == {
+        "auto_replay",
+        "expire",
+        "identity_check",
+        "reprocess",
+    }
+    assert "reprocess" not in entries  # off unless asked for
     assert entries["resume-jobs"]["task"] == "koala.resume_jobs"
 
 
@@ -41,6 +49,36 @@ def test_the_readme_documents_every_scheduled_job() -> None:
     for entry in schedule.SCHEDULE:
         assert f"`{entry.kind}`" in readme
         assert f"KOALA_{entry.setting.upper()}" in readme
+
+
+def test_scheduled_reprocessing_starts_one_run_per_project_and_period(
+    db: psycopg.Connection,
+) -> None:
+    from ingest.store import jobs, projects
+
+    settings = Settings(schedule_reprocess_seconds=3600, reprocess_window_hours=6)
+    mine = projects.create(db, f"sched-{secrets.token_hex(3)}")
+    now = 1_795_400_000.0 + secrets.randbelow(10**6) * 3600  # a period no other test used
+    first = schedule.start_runs(db, settings, "reprocess", now)
+    runs = {j["project"]: j for j in (jobs.get(db, i) for i in first) if j is not None}
+    assert mine.name in runs
+    params = runs[mine.name]["params"]
+    until = datetime.fromtimestamp(now // 3600 * 3600, UTC)
+    assert (params["since"], params["until"]) == (
+        (until - timedelta(hours=6)).isoformat(),
+        until.isoformat(),
+    )
+    assert schedule.start_runs(db, settings, "reprocess", now + 60) == []  # same period
+    # next period while this project's run is still queued: recorded as skipped
+    later = schedule.start_runs(db, settings, "reprocess", now + 3600)
+    assert all(jobs.get(db, i)["project"] != mine.name for i in later)  # type: ignore[index]
+    skipped = db.execute(
+        "SELECT status, params FROM jobs WHERE project_id = %s AND period = %s",
+        (mine.id, int((now + 3600) // 3600)),
+    ).fetchone()
+    assert skipped == ("skipped", {"active_run": runs[mine.name]["id"]})
+    for job_id in first + later:
+        jobs.cancel(db, job_id)
 
 
 @pytest.mark.slow

@@ -10,10 +10,17 @@ top of it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from ingest.config import Settings
+from ingest.store import jobs, projects
+
+log = logging.getLogger(__name__)
 
 # The sweep that hands stalled jobs (a lost continuation, a killed runner) to a worker.
 RESUME_EVERY_SECONDS = 60
@@ -38,6 +45,11 @@ SCHEDULE = (
         "expire",
         "schedule_expire_seconds",
         "expire dedup keys past the window, and data past the retention",
+    ),
+    Scheduled(
+        "reprocess",
+        "schedule_reprocess_seconds",
+        "reprocess each project's last `KOALA_REPROCESS_WINDOW_HOURS` with today's rules",
     ),
     Scheduled(
         "identity_check",
@@ -76,3 +88,40 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                 "args": (entry.kind,),
             }
     return out
+
+
+def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: float) -> list[int]:
+    """Record this period's run(s) of a scheduled job and return the jobs to run: one run
+    (one per project for `reprocess`), none if this period already has it. A run that finds
+    the previous one still active is recorded as `skipped`."""
+    from workers import maintenance
+    from workers.jobs import ReprocessJob
+
+    every = interval(settings, kind)
+    if not every:
+        return []
+    number = int(now // every)
+    runs: list[tuple[int | None, dict[str, Any]]]
+    if kind == "reprocess":
+        until = datetime.fromtimestamp(number * every, UTC)
+        since = until - timedelta(hours=settings.reprocess_window_hours)
+        params = ReprocessJob.params(since, until, settings.reprocess_batch_size)
+        runs = [(p.id, params) for p in projects.list_active(conn)]
+    else:
+        with conn.transaction():
+            runs = [(None, maintenance.params_for(kind, conn, settings))]
+    started = []
+    for project_id, params in runs:
+        try:
+            started.append(jobs.create(conn, kind, project_id, params, "schedule", period=number))
+        except jobs.AlreadyRan:
+            log.info("%s already ran in period %d", kind, number)
+        except jobs.JobConflict as conflict:
+            log.warning("%s: run %d is still active; this period's run skipped", kind,
+                        conflict.active_id, extra={"job": conflict.active_id})  # fmt: skip
+            try:
+                jobs.create(conn, kind, project_id, {"active_run": conflict.active_id},
+                            "schedule", period=number, status="skipped")  # fmt: skip
+            except (jobs.AlreadyRan, jobs.JobConflict):
+                log.info("%s: period %d already recorded", kind, number)
+    return started

@@ -8,7 +8,6 @@ redelivered batch finds its messageIds taken and writes nothing twice.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -27,7 +26,7 @@ from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
 from ingest.store import batches, jobs
 from workers import jobs as jobs_runner
-from workers import maintenance, pipeline, recovery, schedule
+from workers import pipeline, recovery, schedule
 from workers.normalize import Rules
 
 log = logging.getLogger(__name__)
@@ -349,25 +348,13 @@ def scheduled(self: Task, kind: str) -> str:
     """A beat entry: record a run of `kind` for this period and run it. A second run in
     the same period (two beats, a redelivery) or on top of an active run is not started."""
     settings = get_settings()
-    if not schedule.interval(settings, kind):
-        return "off"
-    period = schedule.period(settings, kind, time.time())
     with _Pools.get().connection() as conn:
-        with conn.transaction():
-            params = maintenance.params_for(kind, conn, settings)
-        try:
-            job_id = jobs.create(conn, kind, None, params, "schedule", period=period)
-        except jobs.AlreadyRan:
-            log.info("%s already ran in period %d", kind, period)
-            return "already_ran"
-        except jobs.JobConflict as conflict:
-            log.warning("%s: run %d is still active; this period's run skipped", kind,
-                        conflict.active_id)  # fmt: skip
-            with contextlib.suppress(jobs.AlreadyRan, jobs.JobConflict):
-                jobs.create(conn, kind, None, {"active_run": conflict.active_id}, "schedule",
-                            period=period, status="skipped")  # fmt: skip
-            return "skipped"
-    return _run_slice(job_id)
+        started = schedule.start_runs(conn, settings, kind, time.time())
+    if not started:
+        return "not_started"
+    for job_id in started[1:]:
+        run_job.apply_async(args=[job_id])
+    return _run_slice(started[0])
 
 
 @app.task(name="koala.recover_lost", bind=True, acks_late=True)

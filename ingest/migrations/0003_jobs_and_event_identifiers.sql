@@ -39,4 +39,5 @@ CREATE INDEX jobs_kind_idx ON jobs (kind, id DESC);
 -- A job is never started on top of itself: one active run per kind (and project).
 CREATE UNIQUE INDEX jobs_one_active_idx ON jobs (kind, coalesce(project_id, 0))
     WHERE status IN ('queued', 'running');
-CREATE UNIQUE INDEX jobs_one_per_period_idx ON jobs (kind, period) WHERE period IS NOT NULL;
+CREATE UNIQUE INDEX jobs_one_per_period_idx ON jobs (kind, coalesce(project_id, 0), period)
+    WHERE period IS NOT NULL;
