@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import base64
 import configparser
+import hashlib
+import hmac
+import os
+import pwd
 import re
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import redis
-from conftest import ROOT, koala
+from conftest import ROOT, Servers, koala, start_worker, wait_for
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from ingest.config import Settings
 from ingest.embedded import free_port
 from ingest.queue import celery_message
+from ingest.store.projects import Project
 
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
 
@@ -172,3 +187,360 @@ def test_redis_conf_refuses_writes_over_maxmemory_instead_of_evicting(tmp_path: 
         assert int(client.info("stats")["evicted_keys"]) == 0
         client.rpop(queue_key, 10)  # a worker drains some: writes are accepted again
         client.lpush(queue_key, payload)
+
+
+# --- deploy/pgbouncer: the ini as text, then a real PgBouncer in front of PostgreSQL -----
+
+PGBOUNCER_DIR = ROOT / "deploy" / "pgbouncer"
+PGBOUNCER_MIN = (1, 22, 1)  # DEALLOCATE ALL (1.22.0) and prepared statements around COPY (1.22.1)
+PSYCOPG_PREPARED_MAX = 100  # psycopg's default Connection.prepared_max
+RECEIVED = "2026-11-23T12:00:00.000Z"
+
+
+def _pgbouncer_ini() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # database names keep their case
+    assert parser.read(PGBOUNCER_DIR / "pgbouncer.ini")
+    return parser
+
+
+def _connstr(entry: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in entry.split())
+
+
+def _scram_secret_matches(secret: str, password: str) -> bool:
+    """Verify a PostgreSQL SCRAM-SHA-256 secret (RFC 5802 StoredKey and ServerKey)."""
+    match = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", secret)
+    assert match, secret
+    iterations, salt, stored, server = match.groups()
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    return hashlib.sha256(client_key).digest() == base64.b64decode(stored) and (
+        server_key == base64.b64decode(server)
+    )
+
+
+def test_pgbouncer_ini_pools_transactions_and_migrates_through_a_session_pool() -> None:
+    ini = _pgbouncer_ini()
+    main = ini["pgbouncer"]
+    assert main["pool_mode"] == "transaction"
+    # psycopg prepares statements after 5 runs: PgBouncer must track them (>= 1.21), for at
+    # least as many statements as psycopg keeps prepared per connection.
+    assert int(main["max_prepared_statements"]) >= PSYCOPG_PREPARED_MAX
+    assert main["auth_type"] == "scram-sha-256"
+    databases = {name: _connstr(entry) for name, entry in ini["databases"].items()}
+    modes = {name: db.get("pool_mode", main["pool_mode"]) for name, db in databases.items()}
+    assert modes == {"koala": "transaction", "koala_session": "session"}
+    # both names lead to the same PostgreSQL database: migrate (session) and the rest
+    assert len({(db["host"], db["port"], db["dbname"]) for db in databases.values()}) == 1
+    # the example userlist is valid: `"user" "SCRAM secret"`, the secret of CHANGE_ME
+    lines = [
+        line
+        for line in (PGBOUNCER_DIR / "userlist.txt.example").read_text().splitlines()
+        if line.strip() and not line.startswith(";")
+    ]
+    assert lines
+    for line in lines:
+        user, secret = re.fullmatch(r'"([^"]+)" "([^"]+)"', line).groups()  # type: ignore[union-attr]
+        assert user in main["stats_users"].split(",")
+        assert _scram_secret_matches(secret, "CHANGE_ME")
+
+
+def _pgbouncer_binary() -> str:
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if found is None:
+        pytest.skip(
+            "no pgbouncer binary: install PgBouncer >= 1.22.1 to run this test"
+            " (Debian 12's apt package is 1.18, too old for deploy/pgbouncer/pgbouncer.ini)"
+        )
+    out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"PgBouncer (\d+)\.(\d+)\.(\d+)", out)
+    version = tuple(int(n) for n in match.groups()) if match else (0, 0, 0)
+    if version < PGBOUNCER_MIN:
+        pytest.skip(
+            f"{found} is PgBouncer {'.'.join(map(str, version))}; deploy/pgbouncer/pgbouncer.ini"
+            " needs >= 1.22.1 (prepared statements in transaction mode)"
+        )
+    return found
+
+
+@dataclass
+class Bouncer:
+    port: int
+    log: Path
+
+    def url(self, database: str) -> str:
+        # the example userlist's user and password: the test logs in with the shipped file
+        return f"postgresql://koala:CHANGE_ME@127.0.0.1:{self.port}/{database}"
+
+    def stats(self) -> dict[str, Any]:
+        with psycopg.connect(self.url("pgbouncer"), autocommit=True) as conn:
+            cur = psycopg.ClientCursor(conn)  # the admin console speaks the simple protocol only
+            cur.execute("SHOW STATS")
+            names = [d.name for d in cur.description or ()]
+            return {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+
+    def config(self) -> dict[str, str]:
+        with psycopg.connect(self.url("pgbouncer"), autocommit=True) as conn:
+            cur = psycopg.ClientCursor(conn)
+            cur.execute("SHOW CONFIG")
+            return {row[0]: str(row[1]) for row in cur.fetchall()}
+
+
+@contextmanager
+def _pgbouncer(servers: Servers, **overrides: str) -> Iterator[Bouncer]:
+    """A real PgBouncer run with a copy of deploy/pgbouncer/pgbouncer.ini and the example
+    userlist. Replaced in the copy: where it listens, where the auth file is, and the
+    server address of each database (this run's PostgreSQL and database, logging in there
+    as the test server's user); every other setting is the file's."""
+    binary = _pgbouncer_binary()
+    ini = _pgbouncer_ini()
+    server = conninfo_to_dict(servers.database_url)
+    host = str(server.get("host") or "127.0.0.1")
+    for name, entry in ini["databases"].items():
+        target = _connstr(entry)
+        target.update(
+            host=host,
+            port=str(server.get("port") or 5432),
+            dbname=str(server["dbname"]),
+            user=str(server.get("user") or pwd.getpwuid(os.getuid()).pw_name),
+        )
+        ini["databases"][name] = " ".join(f"{k}={v}" for k, v in target.items())
+    work = Path(tempfile.mkdtemp(prefix="koala-pgbouncer-"))
+    shutil.copy(PGBOUNCER_DIR / "userlist.txt.example", work / "userlist.txt")
+    port = free_port()
+    ini["pgbouncer"].update(
+        listen_addr="127.0.0.1",
+        listen_port=str(port),
+        unix_socket_dir="",
+        auth_file=str(work / "userlist.txt"),
+        **overrides,
+    )
+    with (work / "pgbouncer.ini").open("w") as out:
+        ini.write(out)
+    argv = [binary]
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root: run it as the server's owner
+        owner = os.stat(host).st_uid if host.startswith("/") else pwd.getpwnam("nobody").pw_uid
+        argv += ["-u", pwd.getpwuid(owner).pw_name]
+        for path in (work, *work.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    log = work / "pgbouncer.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([*argv, str(work / "pgbouncer.ini")], stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("pgbouncer exited:\n" + log.read_text())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("pgbouncer did not listen:\n" + log.read_text()) from None
+                time.sleep(0.05)
+        yield Bouncer(port, log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _calls(tag: str, n: int, poison: bool = False) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = [
+        {
+            "type": "track",
+            "event": "Viewed",
+            "messageId": f"{tag}-{i}",
+            "userId": f"user-{tag}-{i % 2}",
+            "anonymousId": f"anon-{tag}-{i}",
+            "receivedAt": RECEIVED,
+        }
+        for i in range(n)
+    ]
+    if poison:  # jsonb refuses U+0000: the batch fails, is bisected in savepoints
+        calls[1]["properties"] = {"note": "nul\u0000byte"}
+    return calls
+
+
+def _request(project: Project, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "project_id": project.id,
+        "source": "segment",
+        "received_at": RECEIVED,
+        "shared": None,
+        "calls": calls,
+        "rejected": [],
+    }
+
+
+def _worker_pool(url: str) -> ConnectionPool:
+    """A pool like the one workers/tasks.py builds in each worker process."""
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": False},
+        open=True,
+        check=ConnectionPool.check_connection,
+    )
+
+
+PROBE_TABLES = """
+CREATE TABLE IF NOT EXISTS deploy_probe_batches (task_id text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS deploy_probe_rows (task_id text NOT NULL, n int, payload jsonb);
+"""
+
+
+def _begin_batch(conn: psycopg.Connection) -> int:
+    """A worker's batch transaction starts so (workers.tasks.ingest); returns the backend."""
+    timeout = str(Settings.model_fields["statement_timeout_ms"].default)
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+    return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+
+
+def _batch_body(conn: psycopg.Connection, task_id: str, rows: int, poison: bool) -> None:
+    """The kinds of statement a worker's batch runs next: transaction-scoped advisory locks
+    in one order, the claim of the batch, COPY in a savepoint; a poison row fails its
+    savepoint (after which psycopg sends DEALLOCATE ALL) and the rest is written again."""
+    keys = sorted(hash((task_id, i)) for i in range(3))
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,)
+    )
+    claimed = conn.execute(
+        "INSERT INTO deploy_probe_batches (task_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
+        (task_id,),
+    )
+    assert claimed.fetchone() == (1,)
+    good = [(task_id, n, Jsonb({"n": n})) for n in range(rows)]
+
+    def copy(data: list[tuple[str, int, Jsonb]]) -> None:
+        with (
+            conn.transaction(),
+            conn.cursor().copy("COPY deploy_probe_rows (task_id, n, payload) FROM STDIN") as out,
+        ):
+            for row in data:
+                out.write_row(row)
+
+    if poison:  # jsonb refuses U+0000
+        with pytest.raises(psycopg.errors.UntranslatableCharacter):
+            copy([*good, (task_id, rows, Jsonb({"note": "nul\u0000byte"}))])
+    copy(good)
+    written = conn.execute("SELECT count(*) FROM deploy_probe_rows WHERE task_id = %s", (task_id,))
+    assert written.fetchone() == (rows,)
+
+
+def _interleaved_batches(url: str, rounds: int, poison_round: int = 8) -> dict[str, set[int]]:
+    """Run `rounds` pairs of batch transactions on two pooled connections: one pinned in its
+    transaction while the other runs a whole batch, roles swapped each round, so statements
+    psycopg prepared (after 5 runs) on one server connection run on the other one too.
+    Returns the server backends each client connection used."""
+    run = secrets.token_hex(3)
+    used: dict[str, set[int]] = {"a": set(), "b": set()}
+    with _worker_pool(url) as pool, pool.connection() as a, pool.connection() as b:
+        conns = {"a": a, "b": b}
+        for n in range(rounds):
+            first, second = ("a", "b") if n % 2 == 0 else ("b", "a")
+            with conns[first].transaction():
+                used[first].add(_begin_batch(conns[first]))
+                with conns[second].transaction():
+                    used[second].add(_begin_batch(conns[second]))
+                    _batch_body(conns[second], f"{run}-{n}-2", 5, poison=n == poison_round)
+                _batch_body(conns[first], f"{run}-{n}-1", 5, poison=False)
+    return used
+
+
+def test_pgbouncer_ini_carries_worker_transactions_with_prepared_statements(
+    servers: Servers, db: psycopg.Connection
+) -> None:
+    """Through a real PgBouncer with this file, on a psycopg pool: set_config
+    statement_timeout, pg_advisory_xact_lock and COPY in savepoints, in one transaction,
+    with psycopg's prepared statements running on server connections they were not
+    prepared on; nothing of a transaction outlives it on the shared server connections."""
+    db.execute(PROBE_TABLES)
+    with _pgbouncer(servers) as bouncer:
+        config = bouncer.config()
+        for key, value in _pgbouncer_ini()["pgbouncer"].items():
+            if key not in ("listen_addr", "listen_port", "unix_socket_dir", "auth_file"):
+                assert config[key] == value, key  # every setting named exists and is applied
+        used = _interleaved_batches(bouncer.url("koala"), rounds=20)
+        stats = bouncer.stats()["koala"]
+        with psycopg.connect(bouncer.url("koala"), autocommit=True) as conn:
+            default = db.execute("SHOW statement_timeout").fetchone()
+            assert conn.execute("SHOW statement_timeout").fetchone() == default  # it was local
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+            ).fetchone()
+            assert held == (0,)  # released at each commit
+    assert all(len(backends) == 2 for backends in used.values()), used
+    assert stats["total_client_parse_count"] > 0  # psycopg did prepare statements
+    assert db.execute("SELECT count(*) FROM deploy_probe_rows").fetchone()[0] >= 20 * 2 * 5  # type: ignore[index]
+
+
+def test_pgbouncer_without_prepared_statement_tracking_breaks_the_same_transactions(
+    servers: Servers, db: psycopg.Connection
+) -> None:
+    """The control: the same PgBouncer file with max_prepared_statements = 0 (what PgBouncer
+    < 1.21 does) fails the workload above, so that setting is what makes it pass."""
+    db.execute(PROBE_TABLES)
+    with (
+        _pgbouncer(servers, max_prepared_statements="0") as bouncer,
+        pytest.raises(
+            (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
+        ),
+    ):
+        _interleaved_batches(bouncer.url("koala"), rounds=20)
+
+
+@pytest.mark.slow
+def test_pgbouncer_ini_serves_a_real_worker_and_migrate(
+    servers: Servers, project: Project, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """As deployed: `koala-ingest migrate` through the session-mode database, and a real
+    Celery worker (prefork, psycopg pool per process) storing batches through the
+    transaction-mode one, its prepared statements included."""
+    queue = f"bouncer-{secrets.token_hex(3)}"
+    with _pgbouncer(servers) as bouncer:
+        done = subprocess.run(
+            koala("migrate"),
+            env=servers.env(DATABASE_URL=bouncer.url("koala_session")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "up to date" in done.stdout
+        messages = [
+            celery_message(queue, [_request(project, _calls(f"w{n}", 3, poison=n == 10))])
+            for n in range(30)
+        ]
+        redis.Redis.from_url(servers.redis_url).lpush(servers.prefix + queue, *messages)
+        worker = start_worker(
+            servers,
+            tmp_path,
+            name="bouncer",
+            concurrency=2,
+            DATABASE_URL=bouncer.url("koala"),
+            KOALA_QUEUE_NAME=queue,
+        )
+        try:
+
+            def settled() -> bool:
+                row = db.execute(
+                    "SELECT (SELECT count(*) FROM events WHERE project_id = %(p)s),"
+                    " (SELECT count(*) FROM dead_letters WHERE project_id = %(p)s)",
+                    {"p": project.id},
+                ).fetchone()
+                return row == (30 * 3 - 1, 1)
+
+            wait_for(settled, timeout=60)
+            stats = bouncer.stats()["koala"]
+        finally:
+            worker.stop()
+    assert stats["total_client_parse_count"] > 0, stats  # the worker's prepared statements
+    assert "prepared statement" not in worker.output()
