@@ -6,6 +6,7 @@ import base64
 import configparser
 import hashlib
 import hmac
+import inspect
 import os
 import pwd
 import re
@@ -16,21 +17,27 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+import kubernetes_validate
 import psycopg
 import pytest
 import redis
-from conftest import ROOT, Servers, koala, start_worker, wait_for
+import yaml
+from conftest import ROOT, Servers, koala, start_receiver, start_worker, wait_for
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from ingest.config import Settings
+from ingest import cli
+from ingest.config import ConfigError, Settings, load
 from ingest.embedded import free_port
 from ingest.queue import celery_message
 from ingest.store.projects import Project
@@ -544,3 +551,248 @@ def test_pgbouncer_ini_serves_a_real_worker_and_migrate(
             worker.stop()
     assert stats["total_client_parse_count"] > 0, stats  # the worker's prepared statements
     assert "prepared statement" not in worker.output()
+
+
+# --- deploy/kubernetes ---------------------------------------------------------------
+
+K8S_DIR = ROOT / "deploy" / "kubernetes"
+# The oldest Kubernetes the manifests target: the native preStop `sleep` action is on by
+# default from 1.30; 1.31 is the oldest release still maintained.
+K8S_VERSION = "1.31.0"
+# KEDA's `redis` (lists) scaler: every metadata parameter it documents.
+KEDA_REDIS_METADATA = {
+    "address",
+    "host",
+    "port",
+    "addressFromEnv",
+    "hostFromEnv",
+    "portFromEnv",
+    "usernameFromEnv",
+    "passwordFromEnv",
+    "listName",
+    "listLength",
+    "activationListLength",
+    "databaseIndex",
+    "enableTLS",
+    "unsafeSsl",
+}
+ROLES = {"web": "Deployment", "worker": "Deployment", "beat": "Deployment", "migrate": "Job"}
+SETTING_NAMES = {"DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "PORT"}
+
+
+def _k8s_documents() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                found.append((path.name, doc))
+    return found
+
+
+def _k8s(kind: str, name: str) -> dict[str, Any]:
+    [doc] = [d for _, d in _k8s_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def _workload(role: str) -> dict[str, Any]:
+    return _k8s(
+        ROLES[role], f"koala-ingest-{role}" if role != "migrate" else "koala-ingest-migrate"
+    )
+
+
+def _container(role: str) -> dict[str, Any]:
+    [container] = _workload(role)["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def _container_env(role: str) -> dict[str, str]:
+    """The environment the container gets from its envFrom ConfigMap/Secrets and env."""
+    env: dict[str, str] = {}
+    container = _container(role)
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(_k8s("ConfigMap", source["configMapRef"]["name"])["data"])
+        else:
+            env.update(_k8s("Secret", source["secretRef"]["name"])["stringData"])
+    for item in container.get("env", []):
+        env[item["name"]] = item["value"]
+    return env
+
+
+def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """ingest.config.load() with exactly `env` as the koala-ingest environment."""
+    for name in list(os.environ):
+        if name.startswith("KOALA_") or name in SETTING_NAMES:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load()
+
+
+def test_kubernetes_manifests_validate_against_the_kubernetes_api_schema() -> None:
+    kinds, errors = [], []
+    for filename, doc in _k8s_documents():
+        kinds.append(doc["kind"])
+        if doc["apiVersion"].startswith(("keda.sh/", "kustomize.config.k8s.io/")):
+            continue  # not in the Kubernetes schema: checked by the KEDA and kustomize tests
+        try:  # strict: an unknown (misspelt) field is an error, as the API server says
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            where = ".".join(str(p) for p in error.path)
+            errors.append(f"{filename}: {doc['kind']} {where}: {error.message}")
+    assert not errors, "\n".join(errors)
+    assert Counter(kinds) == {
+        "Kustomization": 1,
+        "ConfigMap": 1,
+        "Secret": 3,
+        "Job": 1,
+        "Deployment": 3,
+        "Service": 1,
+        "ScaledObject": 1,
+        "TriggerAuthentication": 1,
+    }
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert sorted(kustomization["resources"]) == sorted(files)
+    [image] = kustomization["images"]
+    assert {_container(role)["image"] for role in ROLES} == {image["name"]}
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_kubernetes_container_runs_a_real_koala_ingest_command(role: str) -> None:
+    workload = _workload(role)
+    assert workload["metadata"]["labels"]["app.kubernetes.io/component"] == role
+    program, command_role, *rest = _container(role)["command"]
+    assert (program, command_role, rest) == ("koala-ingest", role, [])
+    done = subprocess.run(koala(role, "--help"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_kubernetes_env_names_are_real_settings_with_valid_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names: set[str] = set()
+    for _, doc in _k8s_documents():
+        if doc["kind"] == "ConfigMap":
+            names |= set(doc["data"])
+    for role in ROLES:
+        for source in _container(role).get("envFrom", []):
+            if "secretRef" in source:
+                names |= set(_k8s("Secret", source["secretRef"]["name"])["stringData"])
+        names |= {item["name"] for item in _container(role).get("env", [])}
+    assert names and names <= _variables(), names - _variables()
+    for role in ROLES:
+        try:
+            _settings_from(_container_env(role), monkeypatch)
+        except ConfigError as error:
+            pytest.fail(f"{role}: {error}")
+
+
+def test_kubernetes_stop_grace_periods_cover_a_graceful_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    web = _workload("web")["spec"]["template"]["spec"]
+    pre_stop = web["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = re.search(r"timeout_graceful_shutdown=(\d+)", inspect.getsource(cli.web))
+    assert drain, "ingest/cli.py web(): uvicorn's timeout_graceful_shutdown"
+    # preStop runs inside the grace period; then uvicorn drains in-flight requests
+    assert pre_stop >= 5 and web["terminationGracePeriodSeconds"] > pre_stop + int(drain[1])
+    settings = _settings_from(_container_env("worker"), monkeypatch)
+    batch = settings.breaker_cooldown_seconds + settings.statement_timeout_ms / 1000
+    assert _workload("worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > batch
+    assert "replicas" not in _workload("worker")["spec"]  # KEDA's HPA owns it
+    beat = _workload("beat")["spec"]
+    assert beat["replicas"] == 1 and beat["strategy"] == {"type": "Recreate"}
+    for role in ROLES:
+        pod = _workload(role)["spec"]["template"]["spec"]
+        assert pod["enableServiceLinks"] is False  # no <SERVICE>_PORT=tcp://... variables
+        resources = _container(role)["resources"]
+        assert resources["requests"]["memory"] and resources["limits"]["memory"]
+
+
+def test_keda_scales_the_worker_deployment_on_the_real_queue_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scaled = _k8s("ScaledObject", "koala-ingest-worker")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == _workload("worker")["metadata"]["name"]
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+    [trigger] = scaled["triggers"]
+    meta = trigger["metadata"]
+    assert trigger["type"] == "redis" and set(meta) <= KEDA_REDIS_METADATA
+    assert int(meta["listLength"]) > 0
+    # the key the receiver pushes to and the workers read: with the ConfigMap's settings,
+    # which are the defaults
+    assert meta["listName"] == _settings_from(_container_env("worker"), monkeypatch).queue_key
+    assert meta["listName"] == _settings_from({}, monkeypatch).queue_key == "koala:ingest"
+    # the same Redis as the workers' REDIS_URL, and its password
+    url = urlsplit(_container_env("worker")["REDIS_URL"])
+    assert meta["address"] == f"{url.hostname}:{url.port or 6379}"
+    assert meta["databaseIndex"] == (url.path.strip("/") or "0")
+    auth = _k8s("TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
+    [ref] = auth["secretTargetRef"]
+    assert ref["parameter"] == "password"
+    assert _k8s("Secret", ref["name"])["stringData"][ref["key"]] == url.password
+
+
+def test_kubernetes_migration_avoids_pgbouncer_transaction_pooling() -> None:
+    """migrate holds a session advisory lock: its DATABASE_URL goes straight to PostgreSQL
+    or to a session-mode PgBouncer database; the other pods use the transaction pool."""
+    ini = _pgbouncer_ini()
+    modes = {
+        name: _connstr(entry).get("pool_mode", ini["pgbouncer"]["pool_mode"])
+        for name, entry in ini["databases"].items()
+    }
+    bouncer_port = int(ini["pgbouncer"]["listen_port"])
+    for role in ROLES:
+        url = urlsplit(_container_env(role)["DATABASE_URL"])
+        if url.port != bouncer_port:
+            continue  # straight to PostgreSQL: anything goes
+        expected = "session" if role == "migrate" else "transaction"
+        assert modes[url.path.strip("/")] == expected, role
+
+
+@pytest.mark.slow
+def test_kubernetes_web_probes_and_ports_answer_on_the_real_receiver(
+    servers: Servers, project: Project, tmp_path: Path
+) -> None:
+    """The receiver with the ConfigMap's settings, on a Redis run with deploy/redis/redis.conf:
+    the probes' paths answer on the port the manifests name, a call lands in the Redis list
+    KEDA watches, and with Redis gone readiness fails while liveness holds (no restarts)."""
+    container = _container("web")
+    config = _container_env("web")
+    [http] = container["ports"]
+    assert http["containerPort"] == int(config["PORT"])
+    probes = {kind: container[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe")}
+    assert {p["port"] for p in probes.values()} == {http["name"]}
+    [service_port] = _k8s("Service", "koala-ingest-web")["spec"]["ports"]
+    assert service_port["targetPort"] in (http["name"], http["containerPort"])
+    assert _k8s("Service", "koala-ingest-web")["spec"]["selector"].items() <= (
+        _workload("web")["spec"]["template"]["metadata"]["labels"].items()
+    )
+    list_name = _k8s("ScaledObject", "koala-ingest-worker")["spec"]["triggers"][0]["metadata"][
+        "listName"
+    ]
+    env = {k: v for k, v in config.items() if k.startswith("KOALA_") and k != "KOALA_HOST"}
+    with _redis_with_conf(tmp_path, tmp_path / "redis.log") as (redis_proc, client):
+        port = client.connection_pool.connection_kwargs["port"]
+        receiver = start_receiver(servers, tmp_path, **env, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        try:
+            live, ready = (receiver.url + probes[k]["path"] for k in probes)
+            assert httpx.get(live).status_code == 200
+            assert httpx.get(ready).status_code == 200
+            sent = httpx.post(
+                receiver.url + "/v1/track",
+                auth=(project.public_key, ""),
+                json={"userId": "u-1", "event": "Deployed", "messageId": "k8s-1"},
+            )
+            assert sent.status_code == 200, sent.text
+            assert client.llen(list_name) == 1
+            redis_proc.kill()
+            redis_proc.wait()
+            wait_for(lambda: httpx.get(ready).status_code == 503, timeout=10)
+            assert httpx.get(live).status_code == 200
+        finally:
+            receiver.proc.stop()
