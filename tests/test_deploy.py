@@ -796,3 +796,47 @@ def test_kubernetes_web_probes_and_ports_answer_on_the_real_receiver(
             assert httpx.get(live).status_code == 200
         finally:
             receiver.proc.stop()
+
+
+# --- deploy/README.md --------------------------------------------------------------------
+
+
+def test_deploy_readme_names_every_deploy_file_and_only_real_commands_and_settings() -> None:
+    text = (ROOT / "deploy" / "README.md").read_text()
+    deploy_files = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "deploy").rglob("*")
+        if p.is_file() and p.name != "README.md"
+    }
+    named = set(re.findall(r"deploy/[\w./-]+\.(?:service|example|yaml|conf|ini)\b", text))
+    named |= {f"deploy/kubernetes/{name}" for name in re.findall(r"`([\w.-]+\.yaml)`", text)}
+    assert named <= deploy_files, named - deploy_files  # no file that does not exist
+    assert deploy_files <= named, deploy_files - named  # and every file is explained
+    # the program alone or as an installed path (.../bin/koala-ingest), not /opt/koala-ingest
+    commands = set(re.findall(r"(?:(?<![\w/.-])|(?<=bin/))koala-ingest ([a-z]+)", text))
+    assert {"migrate", "web", "worker", "beat"} <= commands
+    for command in commands:
+        done = subprocess.run(koala(command, "--help"), capture_output=True, timeout=60)
+        assert done.returncode == 0, command
+    settings = set(re.findall(r"\bKOALA_[A-Z_]+[A-Z]\b", text))
+    assert settings <= _variables(), settings - _variables()
+
+
+def test_deploy_readme_first_kubernetes_step_applies_what_the_migration_job_needs() -> None:
+    """README: `apply -k ... -l 'app.kubernetes.io/component in (...)'` before the rest."""
+    text = (ROOT / "deploy" / "README.md").read_text()
+    [selected] = re.findall(r"-l 'app\.kubernetes\.io/component in \(([\w,]+)\)'", text)
+    components = set(selected.split(","))
+    chosen = {
+        (d["kind"], d["metadata"]["name"])
+        for _, d in _k8s_documents()
+        if d.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component") in components
+    }
+    needs = {("Job", "koala-ingest-migrate")}
+    for source in _container("migrate")["envFrom"]:
+        if "configMapRef" in source:  # Secrets are applied by hand beforehand
+            needs.add(("ConfigMap", source["configMapRef"]["name"]))
+    assert chosen == needs
+    for _, doc in _k8s_documents():  # `rollout restart deployment -l app.kubernetes.io/name=...`
+        if doc["kind"] != "Kustomization":
+            assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "koala-ingest"
