@@ -197,9 +197,11 @@ def build() -> dict[str, Any]:
     }
     paths["/readyz"] = {
         "get": {
-            "summary": "Readiness: Redis reachable, queue under its ceiling, keys loaded.",
+            "summary": "Readiness of this receiver: Redis reachable, project keys loaded."
+            " Cluster-wide conditions (queue at its ceiling, circuit breaker open) are listed"
+            " as `warnings` without failing readiness.",
             "responses": {
-                "200": {"description": "Ready."},
+                "200": {"description": "Ready, with `warnings`."},
                 "503": {"description": "Not ready, with reasons."},
             },
         }

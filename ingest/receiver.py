@@ -278,18 +278,28 @@ class Receiver:
     # --- probes ------------------------------------------------------------------------
 
     def not_ready_reasons(self) -> list[str]:
+        """What stops THIS receiver from taking calls: a readiness probe failing on it takes
+        only this receiver out of the load balancer."""
         reasons = []
         if not self.writer.healthy:
             reasons.append("redis is unreachable")
-        if self.writer.full:
-            reasons.append(f"queue depth {self.writer.depth} is at its ceiling")
         if not self.keys.loaded:
             reasons.append("project keys are not loaded (PostgreSQL unreachable?)")
+        return reasons
+
+    def warnings(self) -> list[str]:
+        """Cluster-wide conditions every receiver sees alike. They do not fail readiness:
+        taking every receiver out at once would turn a queue-full `429` (with Retry-After)
+        or calls safely queued while the breaker holds the workers into refused
+        connections."""
+        warnings = []
+        if self.writer.full:
+            warnings.append(f"queue depth {self.writer.depth} is at its ceiling (answering 429)")
         if self.breaker:
-            reasons.append(
+            warnings.append(
                 f"circuit breaker open: {self.breaker['reason']}; workers hold their batches"
             )
-        return reasons
+        return warnings
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -368,9 +378,14 @@ def create_app(settings: Settings) -> FastPath:
 
     async def readyz(request: Request) -> Response:
         reasons = receiver.not_ready_reasons()
+        warnings = receiver.warnings()
         if reasons:
-            return json_response({"status": "not ready", "reasons": reasons}, 503)
-        return json_response({"status": "ready", "queue_depth": receiver.writer.depth})
+            return json_response(
+                {"status": "not ready", "reasons": reasons, "warnings": warnings}, 503
+            )
+        return json_response(
+            {"status": "ready", "queue_depth": receiver.writer.depth, "warnings": warnings}
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         metrics.QUEUE_DEPTH.set(receiver.writer.depth)

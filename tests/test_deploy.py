@@ -65,6 +65,10 @@ def test_systemd_unit_runs_a_real_koala_ingest_command(unit: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert parser["Service"]["Restart"] == "always"
     assert parser["Service"]["KillSignal"] == "SIGTERM"
+    if role == "worker":  # a held batch and its statements finish before SIGKILL
+        defaults = Settings()
+        needed = defaults.breaker_cooldown_seconds + defaults.statement_timeout_ms / 1000
+        assert int(parser["Service"]["TimeoutStopSec"]) > needed
 
 
 def test_env_example_names_only_known_variables() -> None:
@@ -156,7 +160,16 @@ def test_redis_conf_keeps_queued_calls_across_a_sigkill(tmp_path: Path) -> None:
     queue at restart, every message intact and in order."""
     queue_key = Settings.model_fields["redis_key_prefix"].default + "ingest"
     messages = [
-        celery_message("ingest", [{"project_id": 1, "calls": [{"messageId": f"m-{i}"}]}])
+        celery_message(
+            "ingest",
+            [
+                {
+                    "project_id": 1,
+                    "received_at": "2026-11-23T12:00:00Z",
+                    "calls": [{"messageId": f"m-{i}"}],
+                }
+            ],
+        )
         for i in range(200)
     ]
     log = tmp_path / "redis.log"
@@ -808,7 +821,7 @@ def test_deploy_readme_names_every_deploy_file_and_only_real_commands_and_settin
         for p in (ROOT / "deploy").rglob("*")
         if p.is_file() and p.name != "README.md"
     }
-    named = set(re.findall(r"deploy/[\w./-]+\.(?:service|example|yaml|conf|ini)\b", text))
+    named = set(re.findall(r"deploy/[\w./-]+\.(?:service|example|yaml|conf|ini|json)\b", text))
     named |= {f"deploy/kubernetes/{name}" for name in re.findall(r"`([\w.-]+\.yaml)`", text)}
     assert named <= deploy_files, named - deploy_files  # no file that does not exist
     assert deploy_files <= named, deploy_files - named  # and every file is explained
