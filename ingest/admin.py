@@ -241,7 +241,10 @@ class Admin:
             raise WireError(400, "invalid_batch_size", "batch_size is a number from 1 to 50000")
         try:
             params = ReprocessJob.params(
-                parse_time(str(body["since"])), parse_time(str(body["until"])), batch_size
+                parse_time(str(body["since"])),
+                parse_time(str(body["until"])),
+                batch_size,
+                self.rules,
             )
         except ValueError as error:
             raise WireError(400, "invalid_range", f"since/until: {error}") from None

@@ -466,11 +466,13 @@ def reprocess(
     command resumes an interrupted run from its cursor."""
     from ingest.store import jobs
     from workers.jobs import ReprocessJob, enqueue, parse_time, start_reprocess
+    from workers.normalize import Rules
 
     settings = _settings()
     try:
         params = ReprocessJob.params(parse_time(since), parse_time(until),
-                                     batch_size or settings.reprocess_batch_size)  # fmt: skip
+                                     batch_size or settings.reprocess_batch_size,
+                                     Rules.of(settings))  # fmt: skip
     except ValueError as error:
         raise _fail(f"--since/--until: {error}", 2) from None
     with psycopg.connect(_database_url(settings), autocommit=True) as conn:

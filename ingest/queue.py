@@ -68,7 +68,9 @@ class QueuedRequest:
 def celery_message(queue: str, requests: list[dict[str, Any]], task_id: str | None = None) -> bytes:
     """A Celery protocol-2 message for `koala.ingest(requests)`."""
     calls = sum(len(r["calls"]) for r in requests)
-    received = min((str(r["received_at"]) for r in requests), default=None)
+    # when the calls entered the queue: a replay's calls enter it now, whatever their age
+    fresh = [str(r["received_at"]) for r in requests if not r.get("dead_letter_ids")]
+    received = min(fresh) if fresh else datetime.now(UTC).isoformat()
     return task_message(
         queue, TASK_NAME, [requests], f"<{calls} calls>", {RECEIVED_HEADER: received}, task_id
     )

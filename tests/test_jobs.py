@@ -90,11 +90,38 @@ def test_a_dead_runners_job_is_taken_over_and_the_dead_runner_cannot_write(
     job_id = new_job(db, project)
     assert jobs.claim(db, job_id, "dead-runner", 120) is not None
     db.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (job_id,))
-    assert runner(servers).run(job_id) == "done"
-    with pytest.raises(jobs.TakenOver):
-        jobs.progress(db, job_id, "dead-runner", cursor=None, done=1, counts={})
+    fenced: list[bool] = []
+
+    def the_dead_runner_wakes_up(step: Step, total: int | None) -> None:
+        if fenced:
+            return
+        # the job is running, held by the new runner: the old token writes nothing
+        with psycopg.connect(servers.database_url, autocommit=True) as other:
+            try:
+                jobs.progress(other, job_id, "dead-runner", cursor=None, done=100, counts={})
+            except jobs.TakenOver:
+                fenced.append(True)
+            else:
+                fenced.append(False)
+
+    assert runner(servers, on_step=the_dead_runner_wakes_up).run(job_id) == "done"
+    assert fenced == [True]
     job = jobs.get(db, job_id)
     assert job is not None and (job["status"], job["done"]) == ("done", 12)
+
+
+def test_resuming_while_another_run_of_the_project_is_active_is_a_conflict(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    first = new_job(db, project)
+    assert jobs.claim(db, first, "r1", 120) is not None
+    db.execute("UPDATE jobs SET status = 'interrupted' WHERE id = %s", (first,))
+    second = new_job(db, project, batch=9)
+    with pytest.raises(jobs.JobConflict):
+        jobs.claim(db, first, "r2", 120)
+    assert runner(servers).run(first) == "busy"
+    jobs.cancel(db, second)
+    assert runner(servers).run(first) == "done"
 
 
 def test_cancel_stops_a_running_job_at_its_next_step(

@@ -4,6 +4,7 @@ replay of transient dead letters, expiry and retention, the identity check."""
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ import redis
 from conftest import Proc, Servers, koala, wait_for
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
-from ingest.store import jobs
+from ingest.store import events, jobs
 from ingest.store.projects import Project
 from workers import maintenance
 from workers.jobs import Context, Runner
@@ -100,7 +101,7 @@ def test_auto_replay_stores_transient_failures_and_leaves_permanent_ones(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr + done.stdout
-    assert "replayed 2" in done.stdout
+    assert re.search(r"replayed ([2-9]|\d\d+)\b", done.stdout), done.stdout  # ours, maybe more
 
     wanted = {c["messageId"] for c in transient}
     wait_for(lambda: wanted <= stored(db, project), timeout=30)
@@ -112,7 +113,7 @@ def test_auto_replay_stores_transient_failures_and_leaves_permanent_ones(
     # a second run finds nothing more to replay
     again = subprocess.run(koala("jobs", "run", "auto_replay"), env=servers.env(),
                            capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert again.returncode == 0 and "replayed 0" in again.stdout, again.stdout
+    assert again.returncode == 0 and re.search(r"replayed 0\b", again.stdout), again.stdout
 
 
 def test_auto_replay_sends_no_more_than_its_budget(
@@ -217,9 +218,13 @@ def test_identity_check_keeps_two_emails_apart_and_does_not_retry_the_refusal(
         "SELECT count(*) FROM profile_merges WHERE project_id = %s AND refused", (project.id,)
     ).fetchone()
     assert refused == (1,)
-    db.execute("UPDATE jobs SET cursor = '0'::jsonb WHERE kind = 'identity_check'")
-    again = run(servers, db, "identity_check")  # the whole table scanned again
-    assert again["counts"]["candidates"] == 0  # the refused pair is not a candidate again
+    ours = db.execute(
+        "SELECT min(id), max(id) FROM events WHERE project_id = %s", (project.id,)
+    ).fetchone()
+    assert ours is not None
+    found = events.split_identities(db, ours[0] - 1, ours[1], 1000)
+    assert not [f for f in found if f["project_id"] == project.id]  # refused: not a candidate
+    run(servers, db, "identity_check")
     assert db.execute(
         "SELECT count(*) FROM profile_merges WHERE project_id = %s AND refused", (project.id,)
     ).fetchone() == (1,)

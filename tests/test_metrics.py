@@ -29,6 +29,19 @@ def test_a_batch_becomes_counter_increments_with_a_cumulative_latency_histogram(
     assert "batch_le:0.25" not in out and out["batch_le:0.5"] == out["batch_le:60.0"] == 1
 
 
+def test_a_replayed_letter_never_makes_a_counter_go_down() -> None:
+    replay = BatchResult()  # what pipeline.process counts for a letter stored on replay
+    replay.count(1, "stored")
+    replay.count(1, "dead_lettered", -1)
+    replay.count(1, "replays_resolved")
+    copy = BatchResult()  # ... and for a second copy of a letter already replayed
+    copy.count(1, "duplicates")
+    copy.count(1, "duplicates", -1)
+    copy.count(1, "replay_copies")
+    for result in (replay, copy):
+        assert min(worker_metrics(result, seconds=0.1).values()) >= 0
+
+
 def test_worker_counters_are_exposed_as_prometheus_families() -> None:
     counters = WorkerCounters()
     counters.values = {"calls:stored": 10, "batches": 2, "batch_le:0.5": 1, "batch_le:1.0": 2,

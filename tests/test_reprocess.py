@@ -59,7 +59,7 @@ def run_reprocess(
     batch_size: int = 1000,
 ) -> dict[str, Any]:
     job_id = jobs.create(
-        db, "reprocess", project.id, ReprocessJob.params(since, until, batch_size), "cli"
+        db, "reprocess", project.id, ReprocessJob.params(since, until, batch_size, rules), "cli"
     )
     settings = Settings(database_url=servers.database_url, redis_url=servers.redis_url)
     ctx = Context(settings, rules, lambda: redis.Redis.from_url(servers.redis_url))
@@ -175,7 +175,9 @@ def test_reprocess_resumes_from_its_cursor_and_counts_each_event_once(
         for i in range(45)
     ]
     ingest(db, project, OLD, *calls)
-    job_id = jobs.create(db, "reprocess", project.id, ReprocessJob.params(SINCE, UNTIL, 10), "cli")
+    job_id = jobs.create(
+        db, "reprocess", project.id, ReprocessJob.params(SINCE, UNTIL, 10, NEW), "cli"
+    )
     settings = Settings(database_url=servers.database_url, redis_url=servers.redis_url)
     ctx = Context(settings, NEW, lambda: redis.Redis.from_url(servers.redis_url))
     steps: list[int] = []
@@ -209,3 +211,62 @@ def test_reprocess_leaves_an_event_the_rules_now_refuse_and_reports_it(
     assert job["counts"] == {"failed": 1}
     assert job["errors"][0]["reason"] == "invalid_received_at"
     assert len(events_of(db, project)) == 1
+
+
+def test_events_stored_before_identifiers_were_recorded_reprocess_like_the_others(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    ingest(
+        db,
+        project,
+        OLD,
+        call("identify", "2026-11-10T10:05:00Z", anonymousId="n1",
+             traits={"email": "Ann+News@Acme.com"}),
+        call("identify", "2026-11-11T09:00:00Z", anonymousId="n2",
+             traits={"email": "ann@acme.com"}),
+    )  # fmt: skip
+    # as stored before migration 0003 recorded what each event was resolved by
+    db.execute("UPDATE events SET identifiers = NULL WHERE project_id = %s", (project.id,))
+
+    job = run_reprocess(servers, db, project, NEW)
+
+    assert job["counts"]["identifiers_retired"] == 1 and job["counts"]["merges"] == 1
+    after = live_profiles(db, project)
+    assert list(after.values()) == [
+        (2, {"email=ann@acme.com", "anonymous_id=n1", "anonymous_id=n2"})
+    ]
+
+
+def test_an_event_without_identifiers_stays_on_its_profile_pass_after_pass(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    ingest(db, project, OLD, call("identify", "2026-11-10T10:00:00Z", anonymousId="null",
+                                  traits={"plan": "pro"}))  # fmt: skip
+    before = live_profiles(db, project)
+    for _ in range(2):
+        job = run_reprocess(servers, db, project, NEW)
+        assert job["counts"].get("moved", 0) == 0 and job["counts"]["reprocessed"] == 1
+    assert live_profiles(db, project) == before
+    total = db.execute("SELECT count(*) FROM profiles WHERE project_id = %s", (project.id,))
+    assert total.fetchone() == (len(before),)  # no new, empty profile per pass
+
+
+def test_a_refused_merge_is_recorded_once_however_often_history_is_reprocessed(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    ingest(
+        db,
+        project,
+        OLD,
+        call("identify", "2026-11-10T10:00:00Z", anonymousId="laptop",
+             traits={"email": "x@acme.com"}),
+        call("identify", "2026-11-10T11:00:00Z", anonymousId="laptop",
+             traits={"email": "y@acme.com"}),
+    )  # fmt: skip
+    for _ in range(3):
+        run_reprocess(servers, db, project, NEW)
+    refused = db.execute(
+        "SELECT count(*) FROM profile_merges WHERE project_id = %s AND refused", (project.id,)
+    ).fetchone()
+    assert refused == (1,)
+    assert len(live_profiles(db, project)) == 2  # two people, never merged

@@ -34,8 +34,10 @@ from workers.reprocess import reprocess
 log = logging.getLogger(__name__)
 
 # A runner that has not written progress for this long is presumed dead and its job may be
-# taken over. Every step is bounded far below it (a batch, a chunk of deletes).
-STALE_SECONDS = 120.0
+# taken over (a taken-over runner cannot write: its token is fenced). Every step is a
+# bounded batch, each statement under KOALA_STATEMENT_TIMEOUT_MS; this leaves room for
+# several statements stuck on locks for the whole timeout.
+STALE_SECONDS = 600.0
 TRANSIENT_STEP_RETRIES = 5
 
 # Errors a step retries (the same ones a live batch retries).
@@ -93,10 +95,15 @@ class ReprocessJob:
     rules: Rules
 
     @staticmethod
-    def params(since: datetime, until: datetime, batch_size: int) -> dict[str, Any]:
+    def params(since: datetime, until: datetime, batch_size: int, rules: Rules) -> dict[str, Any]:
         if since >= until:
             raise ValueError("since must be before until")
-        return {"since": since.isoformat(), "until": until.isoformat(), "batch_size": batch_size}
+        return {
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "batch_size": batch_size,
+            "rules": rules.as_params(),
+        }
 
     def total(self, conn: psycopg.Connection) -> int | None:
         return events.count_in_range(conn, self.project_id, self.since, self.until)
@@ -129,7 +136,7 @@ def _reprocess(row: dict[str, Any], ctx: Context) -> Job:
         since=parse_time(params["since"]),
         until=parse_time(params["until"]),
         batch_size=int(params.get("batch_size") or ctx.settings.reprocess_batch_size),
-        rules=ctx.rules,
+        rules=Rules.from_params(params["rules"]) if "rules" in params else ctx.rules,
     )
 
 
@@ -146,6 +153,9 @@ def start_reprocess(
     a new one. Returns (job id, resumed). `jobs.JobConflict` if another reprocessing of
     the project is active."""
     previous = jobs.unfinished(conn, "reprocess", project_id, params)
+    active = jobs.active(conn, "reprocess", project_id)
+    if active is not None and active != previous:
+        raise jobs.JobConflict(active)
     if previous is not None and not restart:
         return previous, True
     if previous is not None:
@@ -188,8 +198,13 @@ class Runner:
         token = uuid.uuid4().hex
         started = time.monotonic()
         with self.connect() as conn:
-            with conn.transaction():
-                row = jobs.claim(conn, job_id, token, STALE_SECONDS)
+            try:
+                with conn.transaction():
+                    row = jobs.claim(conn, job_id, token, STALE_SECONDS)
+            except jobs.JobConflict as conflict:
+                log.warning("job %s waits: job %s of its kind is active", job_id,
+                            conflict.active_id)  # fmt: skip
+                return "busy"
             if row is None:
                 return "busy"
             if row["cancel_requested"]:
@@ -197,19 +212,17 @@ class Runner:
                     jobs.finish(conn, job_id, token, "cancelled")
                 return "cancelled"
             try:
-                job = builders()[row["kind"]](row, self.ctx)
-                total = row["total"]
-                if total is None:
-                    with conn.transaction():
-                        total = job.total(conn)
-                        jobs.progress(conn, job_id, token, cursor=row["cursor"], done=0,
-                                      counts={}, total=total)  # fmt: skip
-            except Exception as error:
-                log.exception("job %s cannot start", job_id)
-                with conn.transaction():
-                    jobs.finish(conn, job_id, token, "failed", f"{type(error).__name__}: {error}")
-                return "failed"
-            try:
+                try:
+                    job = builders()[row["kind"]](row, self.ctx)
+                    total = row["total"]
+                    if total is None:
+                        with conn.transaction():
+                            total = job.total(conn)
+                            jobs.progress(conn, job_id, token, cursor=row["cursor"], done=0,
+                                          counts={}, total=total)  # fmt: skip
+                except Exception as error:
+                    log.exception("job %s cannot start", job_id)
+                    return self._fail(conn, job_id, token, error)
                 return self._steps(
                     conn, job_id, token, job, row["cursor"], total, started, time_budget
                 )

@@ -44,6 +44,9 @@ REPLAY_CHUNK = 100
 DELETE_CHUNK = 10_000
 SCAN_IDS = 20_000
 REPAIR_LIMIT = 500
+# Ids re-checked by each identity check at the end of the previous one's range (far more
+# than the batches in flight at any moment: a batch is at most 1,000 calls).
+OVERLAP_IDS = 200_000
 
 
 def _transient(settings: Settings) -> dead_letters.Filter:
@@ -87,6 +90,7 @@ class ExpireJob:
 
     kind: ClassVar[str] = "expire"
     settings: Settings
+    project_ids: list[int]  # fixed when the run is created: the stage list never shifts
 
     def stages(self, conn: psycopg.Connection) -> list[tuple[str, Any]]:
         s = self.settings
@@ -99,7 +103,7 @@ class ExpireJob:
         ]
         if s.retention_days:
             before = datetime.now(UTC) - timedelta(days=s.retention_days)
-            for project_id in projects.all_ids(conn):
+            for project_id in self.project_ids:
                 out.append(
                     ("events", lambda c, p=project_id: events.expire(c, p, before, DELETE_CHUNK))
                 )
@@ -142,8 +146,10 @@ class IdentityCheckJob:
 
     @staticmethod
     def params(conn: psycopg.Connection) -> dict[str, Any]:
+        """From where the previous check ended, less an overlap: an event whose batch was
+        still uncommitted when that check read the last id has a lower id than it."""
         previous = jobs.recent_done(conn, "identity_check")
-        from_id = int(previous["cursor"] or 0) if previous else 0
+        from_id = max(0, int(previous["cursor"] or 0) - OVERLAP_IDS) if previous else 0
         return {"from_id": from_id, "up_to": events.max_id(conn)}
 
     def total(self, conn: psycopg.Connection) -> int | None:
@@ -184,7 +190,7 @@ def _auto_replay(row: dict[str, Any], ctx: Context) -> Job:
 
 
 def _expire(row: dict[str, Any], ctx: Context) -> Job:
-    return ExpireJob(ctx.settings)
+    return ExpireJob(ctx.settings, [int(p) for p in row["params"].get("projects", [])])
 
 
 def _identity_check(row: dict[str, Any], ctx: Context) -> Job:
@@ -205,4 +211,6 @@ def params_for(kind: str, conn: psycopg.Connection, settings: Settings) -> dict[
         return {"budget": settings.auto_replay_budget}
     if kind == "identity_check":
         return IdentityCheckJob.params(conn)
+    if kind == "expire":
+        return {"projects": projects.all_ids(conn)}
     return {}

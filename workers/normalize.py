@@ -34,6 +34,15 @@ class Rules:
     def of(cls, settings: Settings) -> Rules:
         return cls(frozenset(settings.blocked_identifiers), settings.email_strip_plus_tags)
 
+    def as_params(self) -> dict[str, Any]:
+        """The rules as a job records them: a job runs with the rules it was started with,
+        whichever process (CLI, worker) runs or resumes it."""
+        return {"blocked": sorted(self.blocked), "strip_plus_tags": self.strip_plus_tags}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Rules:
+        return cls(frozenset(params["blocked"]), bool(params["strip_plus_tags"]))
+
 
 class NormalizeError(ValueError):
     """A call that cannot become an event (a permanent failure: dead letter, not retry)."""

@@ -174,10 +174,12 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
     for letter_id, project_id in replayed.items():
         if letter_id in resolved:
             result.count(project_id, "dead_lettered", -1)  # now stored or a duplicate
+            result.count(project_id, "replays_resolved")
         else:
             # a second copy of a letter already replayed: necessarily a duplicate of the
             # first copy, and that call is already counted
             result.count(project_id, "duplicates", -1)
+            result.count(project_id, "replay_copies")
     rejections.insert(conn, refused)
     dead_letters.insert(conn, dead)
     counters.add(conn, result.per_project)

@@ -47,6 +47,18 @@ def _key(text: str) -> Key:
     return kind, value
 
 
+def _old_keys(project_id: int, row: dict[str, Any], rules: Rules) -> list[Key]:
+    """The identifiers the event was resolved by: as recorded, or, for an event stored
+    before they were recorded (NULL), as the rules without any optional rule derive them
+    (the rules of that time, short of a changed blocked list)."""
+    if row["identifiers"] is not None:
+        return [_key(k) for k in row["identifiers"]]
+    try:
+        return event_keys(renormalize(project_id, row, Rules(rules.blocked)))
+    except NormalizeError:
+        return []
+
+
 def renormalize(project_id: int, row: dict[str, Any], rules: Rules) -> Event:
     """The event a stored row's original payload becomes under `rules`."""
     call = dict(row["payload"])
@@ -69,7 +81,7 @@ def reprocess(
     if not batch:
         return out
     new_keys = {row["id"]: event_keys(event) for row, event in batch}
-    old_keys = {row["id"]: [_key(k) for k in row["identifiers"] or ()] for row, _ in batch}
+    old_keys = {row["id"]: _old_keys(project_id, row, rules) for row, _ in batch}
     every_key = sorted({k for keys in (*new_keys.values(), *old_keys.values()) for k in keys})
     ids = [row["id"] for row, _ in batch]
     before = {row["profile_id"] for row, _ in batch if row["profile_id"] is not None}
@@ -82,6 +94,10 @@ def reprocess(
         identities.lock(conn, [store.profile_lock(p) for p in moved_meanwhile])
         counted_on = events.profiles_of(conn, ids)
 
+    # An event without any identifier has nothing to resolve by: it stays on its profile
+    # (resolving it would give it a new, empty one at every pass).
+    anchored = [(r, e) for r, e in batch if not new_keys[r["id"]] and counted_on.get(r["id"])]
+    batch = [(r, e) for r, e in batch if new_keys[r["id"]] or not counted_on.get(r["id"])]
     derived_now = {k for keys in new_keys.values() for k in keys}
     stale = [k for i in ids for k in old_keys[i] if k not in derived_now]
     out.counts["identifiers_retired"] += identities.retire(conn, project_id, stale, ids)
@@ -91,8 +107,12 @@ def reprocess(
     plan = resolve(evs, graph)
     real = store.apply_graph(conn, project_id, evs, plan, graph)
 
+    # (an anchored event follows its profile if this batch merged that profile away)
+    rewrites = [
+        (r["id"], e, real(int(counted_on[r["id"]] or 0)), store.identifiers_of(e))
+        for r, e in anchored
+    ]
     deltas: Counter[int] = Counter()
-    rewrites = []
     for (row, event), assigned in zip(batch, plan.assignments, strict=True):
         profile = real(assigned)
         previous = counted_on.get(row["id"])
@@ -103,7 +123,7 @@ def reprocess(
         rewrites.append((row["id"], event, profile, store.identifiers_of(event)))
     profiles.add_counts(conn, dict(deltas))
     events.rewrite(conn, rewrites)
-    out.counts["reprocessed"] += len(batch)
+    out.counts["reprocessed"] += len(batch) + len(anchored)
     out.counts["merges"] += len(plan.merges)
     out.counts["merges_refused"] += len(plan.refused)
     return out

@@ -96,6 +96,7 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
     the previous one still active is recorded as `skipped`."""
     from workers import maintenance
     from workers.jobs import ReprocessJob
+    from workers.normalize import Rules
 
     every = interval(settings, kind)
     if not every:
@@ -105,7 +106,9 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
     if kind == "reprocess":
         until = datetime.fromtimestamp(number * every, UTC)
         since = until - timedelta(hours=settings.reprocess_window_hours)
-        params = ReprocessJob.params(since, until, settings.reprocess_batch_size)
+        params = ReprocessJob.params(
+            since, until, settings.reprocess_batch_size, Rules.of(settings)
+        )
         runs = [(p.id, params) for p in projects.list_active(conn)]
     else:
         with conn.transaction():

@@ -41,3 +41,8 @@ CREATE UNIQUE INDEX jobs_one_active_idx ON jobs (kind, coalesce(project_id, 0))
     WHERE status IN ('queued', 'running');
 CREATE UNIQUE INDEX jobs_one_per_period_idx ON jobs (kind, coalesce(project_id, 0), period)
     WHERE period IS NOT NULL;
+
+-- A refusal of the email guard is recorded once per pair of profiles (reprocessing and the
+-- identity check meet the same pair again); the identity check skips refused pairs.
+CREATE INDEX profile_merges_refused_idx ON profile_merges (from_profile, into_profile)
+    WHERE refused;

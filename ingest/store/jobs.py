@@ -99,20 +99,25 @@ def claim(
     """Take a job to run: a queued one, an interrupted one, or a running one whose runner
     stopped beating. None if it is finished or another runner is alive on it. `runner` is
     the fencing token every later write of this runner must match."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            """
-            UPDATE jobs SET status = 'running', heartbeat_at = now(), runner = %s,
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                """
+            UPDATE jobs SET status = 'running', heartbeat_at = clock_timestamp(), runner = %s,
                             started_at = coalesce(started_at, now())
             WHERE id = %s AND (status IN ('queued', 'interrupted')
                   OR (status = 'running'
-                      AND heartbeat_at < now() - make_interval(secs => %s)))
+                      AND heartbeat_at < clock_timestamp() - make_interval(secs => %s)))
             RETURNING id, kind, project_id, params, cursor, done, total, counts,
                       cancel_requested
             """,
-            (runner, job_id, stale_seconds),
-        )
-        return cur.fetchone()
+                (runner, job_id, stale_seconds),
+            )
+            return cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        # resuming an interrupted run while another of its kind (and project) is active
+        kind = conn.execute("SELECT kind, project_id FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        raise JobConflict((active(conn, kind[0], kind[1]) or 0) if kind else 0) from None
 
 
 class TakenOver(Exception):
@@ -136,7 +141,7 @@ def progress(
     row = conn.execute(
         """
         UPDATE jobs SET cursor = %(cursor)s, done = done + %(done)s,
-            total = coalesce(%(total)s, total), heartbeat_at = now(),
+            total = coalesce(%(total)s, total), heartbeat_at = clock_timestamp(),
             counts = (SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb) FROM (
                 SELECT k, sum(v::bigint) AS v FROM (
                     SELECT key AS k, value AS v FROM jsonb_each_text(counts)
@@ -170,7 +175,7 @@ def finish(
 ) -> None:
     conn.execute(
         """
-        UPDATE jobs SET status = %s, finished_at = now(), heartbeat_at = now(),
+        UPDATE jobs SET status = %s, finished_at = now(), heartbeat_at = clock_timestamp(),
             errors = CASE WHEN %s::text IS NULL THEN errors
                           ELSE errors || jsonb_build_array(jsonb_build_object('error', %s::text))
                      END
@@ -184,7 +189,7 @@ def release(conn: psycopg.Connection, job_id: int, runner: str, status: str) -> 
     """A runner stopping before the end: `interrupted` (Ctrl-C; the same command resumes
     it) or `queued` (its time slice is over; a continuation task picks it up)."""
     conn.execute(
-        "UPDATE jobs SET status = %s, heartbeat_at = now()"
+        "UPDATE jobs SET status = %s, heartbeat_at = clock_timestamp()"
         " WHERE id = %s AND runner = %s AND status = 'running'",
         (status, job_id, runner),
     )
@@ -225,7 +230,7 @@ def finish_stale_cancelled(conn: psycopg.Connection, job_id: int) -> None:
     conn.execute(
         "UPDATE jobs SET status = 'cancelled', finished_at = now()"
         " WHERE id = %s AND cancel_requested AND status = 'running'"
-        " AND heartbeat_at < now() - interval '2 minutes'",
+        " AND heartbeat_at < now() - interval '10 minutes'",
         (job_id,),
     )
 

@@ -8,6 +8,8 @@ from typing import Protocol
 
 import psycopg
 
+from ingest.store._json import rows as json_rows
+
 
 class MergeLike(Protocol):
     @property
@@ -23,6 +25,23 @@ class MergeLike(Protocol):
 
 
 def log(conn: psycopg.Connection, project_id: int, merges: Sequence[MergeLike]) -> None:
+    """Record merges and refused merges; a refusal already on record (the same two
+    profiles kept apart before: a reprocessing pass, the identity check) is not repeated."""
+    refused = [(m.from_profile, m.into_profile) for m in merges if m.refused]
+    if refused:
+        cur = conn.execute(
+            """
+            SELECT m.from_profile, m.into_profile FROM profile_merges m
+            JOIN json_array_elements(%s::json) AS p
+              ON m.from_profile = (p->>0)::bigint AND m.into_profile = (p->>1)::bigint
+            WHERE m.refused
+            """,
+            (json_rows(refused),),
+        )
+        known = {(int(a), int(b)) for a, b in cur.fetchall()}
+        merges = [
+            m for m in merges if not (m.refused and (m.from_profile, m.into_profile) in known)
+        ]
     if not merges:
         return
     with conn.cursor().copy(
