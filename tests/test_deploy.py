@@ -15,8 +15,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -853,3 +855,43 @@ def test_deploy_readme_first_kubernetes_step_applies_what_the_migration_job_need
     for _, doc in _k8s_documents():  # `rollout restart deployment -l app.kubernetes.io/name=...`
         if doc["kind"] != "Kustomization":
             assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "koala-ingest"
+
+
+def test_dockerfile_builds_the_package_from_what_it_copies_and_runs_as_the_manifests_say(
+    tmp_path: Path,
+) -> None:
+    """Docker does not run here: build the wheel from exactly the files the Dockerfile
+    copies, and check the image's user, entrypoint and settings against the manifests."""
+    text = (ROOT / "Dockerfile").read_text()
+    copied = [
+        name
+        for line in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)
+        for name in line.split()
+    ]
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in copied:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, context / name)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "--wheel-dir", str(tmp_path / "wheels"), str(context)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [wheel] = (tmp_path / "wheels").glob("koala_ingest-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    migrations = sorted(p.name for p in (ROOT / "ingest" / "migrations").glob("*.sql"))
+    assert migrations and all(f"ingest/migrations/{m}" in names for m in migrations)
+    assert "workers/tasks.py" in names
+    assert 'ENTRYPOINT ["koala-ingest"]' in text
+    assert re.search(r"^USER 10001$", text, re.M)
+    for role in ROLES:
+        assert _container(role)["command"][0] == "koala-ingest"
+        context_ = _workload(role)["spec"]["template"]["spec"].get("securityContext", {})
+        assert context_.get("runAsUser", 10001) == 10001
+    env = dict(re.findall(r"(\w+)=(\S+)", re.search(r"^ENV (.+)$", text, re.M).group(1)))  # type: ignore[union-attr]
+    assert set(env) - {"PYTHONUNBUFFERED"} <= _variables()
