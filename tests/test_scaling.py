@@ -65,20 +65,24 @@ class Senders:
                 time.sleep(0.05)
 
 
-def _worker(servers: Servers, tmp: Path, name: str) -> Proc:
+def _worker(servers: Servers, tmp: Path, name: str, started: list[Proc]) -> Proc:
     proc = start_worker(servers, tmp, name=name, concurrency=1)
+    started.append(proc)
     wait_for(lambda: "ready." in proc.output(), timeout=60)
     return proc
 
 
-def _restart_worker(old: Proc, servers: Servers, tmp: Path, name: str) -> Proc:
+def _restart_worker(old: Proc, servers: Servers, tmp: Path, name: str, started: list[Proc]) -> Proc:
     # warm shutdown: the batch in hand is finished, the prefetched one goes back to Redis
     assert old.stop(signal.SIGTERM, timeout=60) == 0, old.output()[-2000:]
-    return _worker(servers, tmp, name)
+    return _worker(servers, tmp, name, started)
 
 
-def _restart_receiver(old: Receiver, senders: Senders, servers: Servers, tmp: Path) -> Receiver:
+def _restart_receiver(
+    old: Receiver, senders: Senders, servers: Servers, tmp: Path, started: list[Proc]
+) -> Receiver:
     new = start_receiver(servers, tmp)
+    started.append(new.proc)
     senders.urls.append(new.url)  # the load balancer learns the new one ...
     senders.urls.remove(old.url)  # ... and drains the old one before it is stopped
     time.sleep(0.5)
@@ -93,39 +97,45 @@ def test_rolling_restart_of_two_receivers_and_two_workers_loses_no_call(
     servers: Servers, db: psycopg.Connection, tmp_path: Path
 ) -> None:
     project = projects.create(db, f"scale-{secrets.token_hex(3)}")
-    receivers = [start_receiver(servers, tmp_path) for _ in range(2)]
-    workers = [_worker(servers, tmp_path, f"s{i}") for i in range(2)]
-    senders = Senders(project.public_key, [r.url for r in receivers])
+    receivers: list[Receiver] = []
+    workers: list[Proc] = []
+    started: list[Proc] = []  # everything, restarted ones included, stopped at the end
+    senders = Senders(project.public_key, [])
     threads = [threading.Thread(target=senders.run, args=(i,)) for i in range(4)]
     try:
+        for _ in range(2):
+            receivers.append(start_receiver(servers, tmp_path))
+            started.append(receivers[-1].proc)
+        workers = [_worker(servers, tmp_path, f"s{i}", started) for i in range(2)]
+        senders.urls.extend(r.url for r in receivers)
         for t in threads:
             t.start()
         time.sleep(2)
-        workers[0] = _restart_worker(workers[0], servers, tmp_path, "s0b")
-        receivers[0] = _restart_receiver(receivers[0], senders, servers, tmp_path)
-        workers[1] = _restart_worker(workers[1], servers, tmp_path, "s1b")
-        receivers[1] = _restart_receiver(receivers[1], senders, servers, tmp_path)
+        workers[0] = _restart_worker(workers[0], servers, tmp_path, "s0b", started)
+        receivers[0] = _restart_receiver(receivers[0], senders, servers, tmp_path, started)
+        workers[1] = _restart_worker(workers[1], servers, tmp_path, "s1b", started)
+        receivers[1] = _restart_receiver(receivers[1], senders, servers, tmp_path, started)
         time.sleep(1)
-    finally:
         senders.stop.set()
         for t in threads:
             t.join(30)
-    accepted = set(senders.accepted)
-    assert len(accepted) == len(senders.accepted) >= 500
+        accepted = set(senders.accepted)
+        assert len(accepted) == len(senders.accepted) >= 500
 
-    def all_stored() -> bool:
-        row = db.execute(
-            "SELECT count(*) FROM events WHERE project_id = %s", (project.id,)
-        ).fetchone()
-        return row is not None and row[0] >= len(accepted)
+        def all_stored() -> bool:
+            row = db.execute(
+                "SELECT count(*) FROM events WHERE project_id = %s", (project.id,)
+            ).fetchone()
+            return row is not None and row[0] >= len(accepted)
 
-    try:
         wait_for(all_stored, timeout=120, interval=0.5)
     finally:
-        for w in workers:
-            w.stop()
-        for r in receivers:
-            r.proc.stop()
+        senders.stop.set()
+        for t in threads:
+            if t.is_alive():
+                t.join(30)
+        for proc in started:
+            proc.stop()
     rows = db.execute(
         "SELECT message_id, count(*) FROM events WHERE project_id = %s GROUP BY message_id",
         (project.id,),
