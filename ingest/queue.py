@@ -83,16 +83,19 @@ class Ledger:
     unacknowledged (`HSET unacked`) in two steps: a consumer killed between them (SIGKILL,
     an OOM kill, a node lost; or a warm shutdown discarding a `BRPOP` reply, celery#4354)
     loses the message, and with it every call in it. So the receiver writes each message
-    twice in one MULTI: on the queue, and here (`ledger`: task id -> message; `ledger:due`:
-    task id -> when to look at it again). A worker deletes its entry once its batch is
-    committed. `workers/recovery.py` puts back on the queue any entry past due that is not
-    committed, not held unacknowledged by a worker, and no longer in the queue. A message
-    put back twice is harmless: the batch key makes its second run a no-op.
+    twice in one MULTI: on the queue, and here (`ledger:{queue}`: task id -> message;
+    `ledger:{queue}:due`: task id -> when to look at it again). A message's delivery tag
+    is its task id, so whether a worker holds it is one HMGET on kombu's unacked hash. A
+    worker deletes its entry once its batch is committed. `workers/recovery.py` puts back on
+    the queue any entry past due that is not committed, not held unacknowledged by a
+    worker, and no longer in the queue. A message put back twice is harmless: the batch
+    key makes its second run a no-op.
     """
 
-    def __init__(self, prefix: str) -> None:
-        self.entries = prefix + "ledger"
-        self.due = prefix + "ledger:due"
+    def __init__(self, prefix: str, queue: str) -> None:
+        self.queue_key = prefix + queue
+        self.entries = f"{prefix}ledger:{queue}"
+        self.due = f"{prefix}ledger:{queue}:due"  # score: when to look again
         self.unacked = prefix + "unacked"  # kombu's own hash of unacknowledged messages
 
 
@@ -162,7 +165,7 @@ def task_message(
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": task_id,  # kombu's unacked hash is keyed by it (see Ledger)
         },
     }
     return orjson.dumps(envelope)

@@ -25,25 +25,23 @@ from workers.recovery import Entry, Tail, decide, recover
 T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
-def e(task_id: str, received: datetime | None = T0, tag: str | None = None) -> Entry:
-    return Entry(task_id, b"{}", received, tag or f"tag-{task_id}", "ingest")
+def e(task_id: str, queued: datetime = T0) -> Entry:
+    return Entry(task_id, queued)
 
 
 def test_committed_entries_are_forgotten_and_held_ones_wait() -> None:
-    out = decide([e("a"), e("b")], committed={"a"}, held={"tag-b"}, tails={"ingest": Tail(True)})
+    out = decide([e("a"), e("b")], committed={"a"}, held={"b"}, tail=Tail(empty=True))
     assert (out.forget, out.later, out.requeue) == (["a"], ["b"], [])
 
 
 def test_an_entry_that_may_still_be_queued_waits_and_one_that_left_is_requeued() -> None:
-    behind = e("behind", received=T0 + timedelta(seconds=5))
-    left = e("left", received=T0 - timedelta(seconds=5))
-    out = decide([behind, left], set(), set(), {"ingest": Tail(False, T0)})
-    assert out.later == ["behind"] and [x.task_id for x in out.requeue] == ["left"]
-    empty = decide([behind], set(), set(), {"ingest": Tail(True)})
-    assert [x.task_id for x in empty.requeue] == ["behind"]
-    # another queue's state says nothing about this entry's: unknown means wait
-    unknown = decide([left], set(), set(), {"other": Tail(True)})
-    assert unknown.later == ["left"]
+    behind = e("behind", queued=T0 + timedelta(seconds=5))
+    left = e("left", queued=T0 - timedelta(seconds=5))
+    out = decide([behind, left], set(), set(), Tail(empty=False, oldest=T0))
+    assert (out.later, out.requeue) == (["behind"], ["left"])
+    assert decide([behind], set(), set(), Tail(empty=True)).requeue == ["behind"]
+    # a queue whose oldest message says nothing of its time: wait
+    assert decide([left], set(), set(), Tail(empty=False)).later == ["left"]
 
 
 def _post(url: str, key: str, n: int, prefix: str) -> list[str]:
@@ -72,7 +70,7 @@ def test_a_batch_taken_off_the_queue_by_a_consumer_that_died_is_queued_again(
     project = projects.create(db, f"rec-{secrets.token_hex(3)}")
     client = redis.Redis.from_url(servers.redis_url)
     queue_key = prefix + queue
-    ledger = Ledger(prefix)
+    ledger = Ledger(prefix, queue)
     rx = start_receiver(servers, tmp_path, **env)
     try:
         ids = _post(rx.url, project.public_key, 3, queue)
@@ -84,11 +82,10 @@ def test_a_batch_taken_off_the_queue_by_a_consumer_that_died_is_queued_again(
     assert lost is not None and client.llen(queue_key) == 2
     client.zadd(ledger.due, dict.fromkeys(client.zrange(ledger.due, 0, -1), 0))  # all due now
 
-    decision = recover(client, db, prefix, lost_after=60)
+    decision = recover(client, db, prefix, queue, lost_after=60)
 
     assert len(decision.requeue) == 1 and client.lindex(queue_key, -1) == lost
     assert len(decision.later) == 2  # the two still in the queue were left alone
-    assert {e.queue for e in decision.requeue} == {queue}
     worker = start_worker(servers, tmp_path, name="recovery", **env)
     try:
         wait_for(lambda: len(_stored(db, project.id)) == 3, timeout=60)

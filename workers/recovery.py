@@ -5,13 +5,15 @@ looks at each due entry and decides, without guessing:
 
 - committed (its batch key is in `processed_batches`): the worker's own cleanup did not
   happen (Redis was away); forget it;
-- held by a worker (its delivery tag is in kombu's `unacked` hash: running, held by the
-  breaker, or waiting for its visibility timeout) or possibly still queued (the queue's
-  oldest message was received no later than it): look again later;
+- held by a worker (its delivery tag, which is its task id, is in kombu's `unacked` hash:
+  running, held by the breaker, or waiting for its visibility timeout) or possibly still
+  queued (the queue's oldest message was queued no later than it): look again later;
 - otherwise it left the queue and nobody holds it: it was lost between kombu's `BRPOP`
   and its `HSET`. Put it back at the consuming end of the queue.
 
-`decide` is the rule (pure); `recover` does the I/O around it.
+The sweep reads no message unless it puts it back: a large backlog costs it a sorted-set
+range, one SQL query and one HMGET of flags. `decide` is the rule (pure); `recover` does
+the I/O around it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-import orjson
 import psycopg
 import redis
 
@@ -32,119 +33,103 @@ log = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     task_id: str
-    message: bytes
-    received: datetime | None
-    delivery_tag: str | None
-    queue: str = ""  # the queue it was written to (its routing key)
+    queued: datetime  # when it was queued (never earlier than that: safe for the rule)
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """The consuming end of the queue: empty, or when its oldest message was queued."""
+
+    empty: bool
+    oldest: datetime | None = None
 
 
 @dataclass(slots=True)
 class Decision:
     forget: list[str] = field(default_factory=list)
     later: list[str] = field(default_factory=list)
-    requeue: list[Entry] = field(default_factory=list)
+    requeue: list[str] = field(default_factory=list)
+
+
+def decide(entries: list[Entry], committed: set[str], held: set[str], tail: Tail) -> Decision:
+    out = Decision()
+    for e in entries:
+        if e.task_id in committed:
+            out.forget.append(e.task_id)
+        elif e.task_id in held:
+            out.later.append(e.task_id)
+        elif not tail.empty and (tail.oldest is None or tail.oldest <= e.queued):
+            out.later.append(e.task_id)  # FIFO: it may still be behind the oldest one
+        else:
+            out.requeue.append(e.task_id)
+    return out
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def entry(task_id: str, message: bytes | str) -> Entry:
-    try:
-        properties = orjson.loads(message)["properties"]
-        tag = properties.get("delivery_tag")
-        queue = str(properties["delivery_info"]["routing_key"])
-    except (KeyError, TypeError, orjson.JSONDecodeError):
-        tag, queue = None, ""
-    raw = message.encode() if isinstance(message, str) else message
-    return Entry(task_id, raw, oldest_received(raw), tag, queue)
-
-
-@dataclass(frozen=True, slots=True)
-class Tail:
-    """The consuming end of a queue: empty, or the receipt time of its oldest message."""
-
-    empty: bool
-    oldest: datetime | None = None
-
-
-def decide(
-    entries: list[Entry], committed: set[str], held: set[str], tails: dict[str, Tail]
-) -> Decision:
-    out = Decision()
-    for e in entries:
-        tail = tails.get(e.queue, Tail(empty=False))
-        if e.task_id in committed:
-            out.forget.append(e.task_id)
-        elif e.delivery_tag is not None and e.delivery_tag in held:
-            out.later.append(e.task_id)
-        elif not tail.empty and (
-            tail.oldest is None or e.received is None or tail.oldest <= e.received
-        ):
-            out.later.append(e.task_id)  # FIFO: it may still be behind the oldest one
-        else:
-            out.requeue.append(e)
-    return out
-
-
 def recover(
-    client: redis.Redis, conn: psycopg.Connection, prefix: str, lost_after: float
+    client: redis.Redis, conn: psycopg.Connection, prefix: str, queue: str, lost_after: float
 ) -> Decision:
-    ledger = Ledger(prefix)
+    ledger = Ledger(prefix, queue)
     now = time.time()
-    due = [_text(t) for t in client.zrangebyscore(ledger.due, "-inf", now, 0, SWEEP_LIMIT)]
+    due: list[tuple[bytes, float]] = client.zrangebyscore(  # type: ignore[assignment]
+        ledger.due, "-inf", now, 0, SWEEP_LIMIT, withscores=True
+    )
     if not due:
         return Decision()
-    messages = client.hmget(ledger.entries, due)
-    entries = [entry(t, m) for t, m in zip(due, messages, strict=True) if m is not None]
-    gone = [t for t, m in zip(due, messages, strict=True) if m is None]  # settled meanwhile
+    # score = queued + lost_after (or later, for a postponed retry): never before it was queued
+    entries = [
+        Entry(_text(t), datetime.fromtimestamp(float(score) - lost_after, UTC)) for t, score in due
+    ]
+    ids = [e.task_id for e in entries]
     rows = conn.execute(
-        "SELECT task_id FROM processed_batches WHERE task_id = ANY(%s)", (due,)
+        "SELECT task_id FROM processed_batches WHERE task_id = ANY(%s)", (ids,)
     ).fetchall()
     committed = {str(r[0]) for r in rows}
-    tags = [e.delivery_tag for e in entries if e.delivery_tag]
-    held: set[str] = set()
-    if tags:
-        held = {t for t, v in zip(tags, client.hmget(ledger.unacked, tags), strict=True) if v}
-    # Read the queues' ends after the unacked hash: a message fetched meanwhile is then
-    # seen as left the queue and, at worst, put back once more (a no-op run).
-    tails: dict[str, Tail] = {}
-    for queue in sorted({e.queue for e in entries if e.queue}):
-        last = client.lindex(prefix + queue, -1)
-        tails[queue] = Tail(empty=last is None, oldest=oldest_received(last) if last else None)
-    decision = decide(entries, committed, held, tails)
+    held = {t for t, v in zip(ids, client.hmget(ledger.unacked, ids), strict=True) if v}
+    # Read the queue's end after the unacked hash: a message fetched meanwhile is then seen
+    # as left the queue and, at worst, put back once more (a no-op run).
+    last = client.lindex(ledger.queue_key, -1)
+    tail = Tail(empty=last is None, oldest=oldest_received(last) if last else None)
+    decision = decide(entries, committed, held, tail)
+    messages = client.hmget(ledger.entries, decision.requeue) if decision.requeue else []
+    gone = [t for t, m in zip(decision.requeue, messages, strict=True) if m is None]
+    back = [(t, m) for t, m in zip(decision.requeue, messages, strict=True) if m is not None]
+    decision.requeue = [t for t, _ in back]
+    decision.forget += gone  # settled meanwhile
     pipe = client.pipeline(transaction=True)
-    forget = decision.forget + gone
-    if forget:
-        pipe.hdel(ledger.entries, *forget)
-        pipe.zrem(ledger.due, *forget)
-    later = decision.later + [e.task_id for e in decision.requeue]
+    if decision.forget:
+        pipe.hdel(ledger.entries, *decision.forget)
+        pipe.zrem(ledger.due, *decision.forget)
+    later = decision.later + decision.requeue
     if later:
         pipe.zadd(ledger.due, {t: now + lost_after for t in later})
-    for e in decision.requeue:
-        pipe.rpush(prefix + e.queue, e.message)  # the end kombu pops from: next in line
+    for _, message in back:
+        pipe.rpush(ledger.queue_key, message)  # the end kombu pops from: next in line
     pipe.execute()
-    for e in decision.requeue:
+    for task_id in decision.requeue:
         log.error(
             "batch %s was lost by a worker (left the queue, never acknowledged): queued again",
-            e.task_id,
-            extra={"stage": "queue", "batch": e.task_id},
+            task_id,
+            extra={"stage": "queue", "batch": task_id},
         )
     return decision
 
 
-def settle(client: redis.Redis, prefix: str, task_id: str) -> None:
+def settle(client: redis.Redis, prefix: str, queue: str, task_id: str) -> None:
     """A batch is committed: its ledger entry goes."""
-    ledger = Ledger(prefix)
+    ledger = Ledger(prefix, queue)
     pipe = client.pipeline(transaction=False)
     pipe.hdel(ledger.entries, task_id)
     pipe.zrem(ledger.due, task_id)
     pipe.execute()
 
 
-def postpone(client: redis.Redis, prefix: str, task_id: str, seconds: float) -> None:
+def postpone(client: redis.Redis, prefix: str, queue: str, task_id: str, seconds: float) -> None:
     """A batch waits for a retry: not lost before its retry is due (and then some)."""
-    client.zadd(Ledger(prefix).due, {task_id: time.time() + seconds}, xx=True)
+    client.zadd(Ledger(prefix, queue).due, {task_id: time.time() + seconds}, xx=True)

@@ -120,20 +120,24 @@ class _Redis:
         return cls.client
 
 
-def _settle(task_id: str) -> None:
+def _settle(task_id: str, queue: str) -> None:
     """The batch is committed: forget its ledger entry (the recovery sweep does it later if
     Redis is away now)."""
     try:
-        recovery.settle(_Redis.get(), get_settings().redis_key_prefix, task_id)
+        recovery.settle(_Redis.get(), get_settings().redis_key_prefix, queue, task_id)
     except redis.RedisError as error:
         log.warning("could not settle batch %s in the ledger: %s", task_id, error)
 
 
-def _postpone(task_id: str, delay: float) -> None:
+def _postpone(task_id: str, queue: str, delay: float) -> None:
     settings = get_settings()
     try:
         recovery.postpone(
-            _Redis.get(), settings.redis_key_prefix, task_id, delay + settings.lost_after_seconds
+            _Redis.get(),
+            settings.redis_key_prefix,
+            queue,
+            task_id,
+            delay + settings.lost_after_seconds,
         )
     except redis.RedisError as error:
         log.warning("could not postpone batch %s in the ledger: %s", task_id, error)
@@ -247,6 +251,8 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
     settings = get_settings()
     rules = Rules.of(settings)
     task_id = self.request.id or ""
+    # the queue it came from: its ledger entry lives beside that queue
+    queue = str((self.request.delivery_info or {}).get("routing_key") or settings.queue_name)
     hold_while_breaker_open(task_id)
     started = time.perf_counter()
     try:
@@ -257,7 +263,7 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
             )
             if not batches.claim(conn, task_id):
                 log.info("batch %s was already committed; skipped", task_id)
-                _settle(task_id)
+                _settle(task_id, queue)
                 return {"skipped": 1}
             try:
                 with conn.transaction():
@@ -275,15 +281,15 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         if attempts < settings.retry_max_attempts and age < settings.retry_max_age_seconds:
             delay = backoff(attempts, settings.retry_backoff_max_seconds)
             report(pipeline.BatchResult(), retries=1)
-            _postpone(task_id, delay)
+            _postpone(task_id, queue, delay)
             log.warning("batch %s: %s; retry %d in %.1fs", task_id, error, attempts + 1, delay)
             raise self.retry(exc=error, countdown=delay, max_retries=None) from None
         log.error("batch %s: still failing after %d retries: dead-lettering it", task_id, attempts)
         try:
-            return _dead_letter_batch(task_id, requests, error)
+            return _dead_letter_batch(task_id, queue, requests, error)
         except Exception as again:  # the store itself is down: keep the batch in the queue
             delay = settings.retry_backoff_max_seconds
-            _postpone(task_id, delay)
+            _postpone(task_id, queue, delay)
             raise self.retry(exc=again, countdown=delay, max_retries=None) from None
     except Exception as error:
         # Nobody foresaw this (say a schema a deploy forgot to migrate). A failed task would
@@ -293,10 +299,10 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
         log.exception("batch %s failed unexpectedly; it stays queued and is retried", task_id)
         report(pipeline.BatchResult(), retries=1)
         delay = settings.retry_backoff_max_seconds
-        _postpone(task_id, delay)
+        _postpone(task_id, queue, delay)
         raise self.retry(exc=error, countdown=delay, max_retries=None) from None
     report(result, seconds=time.perf_counter() - started)
-    _settle(task_id)
+    _settle(task_id, queue)
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
@@ -309,15 +315,15 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _dead_letter_batch(
-    task_id: str, requests: list[dict[str, Any]], error: BaseException
+    task_id: str, queue: str, requests: list[dict[str, Any]], error: BaseException
 ) -> dict[str, int]:
     with _Pools.get().connection() as conn, conn.transaction():
         if not batches.claim(conn, task_id):
-            _settle(task_id)
+            _settle(task_id, queue)
             return {"skipped": 1}
         result = pipeline.dead_letter_all(conn, requests, "transient_exhausted", error)
     report(result)
-    _settle(task_id)
+    _settle(task_id, queue)
     return {"dead_lettered": result.total("dead_lettered")}
 
 
@@ -362,7 +368,11 @@ def recover_lost(self: Task) -> int:
     settings = get_settings()
     with _Pools.get().connection() as conn:
         decision = recovery.recover(
-            _Redis.get(), conn, settings.redis_key_prefix, settings.lost_after_seconds
+            _Redis.get(),
+            conn,
+            settings.redis_key_prefix,
+            settings.queue_name,
+            settings.lost_after_seconds,
         )
     if decision.requeue:
         count(_Redis.get(), settings.redis_key_prefix, {"recovered": len(decision.requeue)})
