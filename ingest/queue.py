@@ -84,18 +84,21 @@ class Ledger:
     an OOM kill, a node lost; or a warm shutdown discarding a `BRPOP` reply, celery#4354)
     loses the message, and with it every call in it. So the receiver writes each message
     twice in one MULTI: on the queue, and here (`ledger:{queue}`: task id -> message;
-    `ledger:{queue}:due`: task id -> when to look at it again). A message's delivery tag
+    `ledger:{queue}:since`: task id -> when last known alive). A message's delivery tag
     is its task id, so whether a worker holds it is one HMGET on kombu's unacked hash. A
     worker deletes its entry once its batch is committed. `workers/recovery.py` puts back on
-    the queue any entry past due that is not committed, not held unacknowledged by a
-    worker, and no longer in the queue. A message put back twice is harmless: the batch
-    key makes its second run a no-op.
+    the queue any entry silent for `KOALA_LOST_AFTER_SECONDS` that is not committed, not
+    held unacknowledged by a worker, and no longer in the queue. A message put back twice
+    is harmless: the batch key makes its second run a no-op.
     """
 
     def __init__(self, prefix: str, queue: str) -> None:
         self.queue_key = prefix + queue
         self.entries = f"{prefix}ledger:{queue}"
-        self.due = f"{prefix}ledger:{queue}:due"  # score: when to look again
+        # score: when the entry was last known alive (queued, retried, or held by a worker);
+        # never earlier than it was queued, so the recovery rule can compare it with the
+        # queue's oldest message
+        self.since = f"{prefix}ledger:{queue}:since"
         self.unacked = prefix + "unacked"  # kombu's own hash of unacknowledged messages
 
 
@@ -210,11 +213,9 @@ class QueueWriter:
         max_calls: int,
         max_depth: int,
         ledger: Ledger,
-        lost_after: float,
     ) -> None:
         self._client = client
         self._ledger = ledger
-        self._lost_after = lost_after
         self._queue_key = queue_key
         self._queue_name = queue_name
         self._counters_key = counters_key
@@ -259,14 +260,14 @@ class QueueWriter:
         received: dict[int, int] = {}
         for request in requests:
             received[request.project_id] = received.get(request.project_id, 0) + request.received
-        due = time.time() + self._lost_after
+        now = time.time()
         async with self._client.pipeline(transaction=True) as pipe:
             for message in chunk_requests(requests, self._max_calls):
                 task_id = str(uuid.uuid4())
                 body = celery_message(self._queue_name, message, task_id)
                 pipe.lpush(self._queue_key, body)
                 pipe.hset(self._ledger.entries, task_id, body)
-                pipe.zadd(self._ledger.due, {task_id: due})
+                pipe.zadd(self._ledger.since, {task_id: now})
             for project_id, count in received.items():
                 pipe.hincrby(self._counters_key, str(project_id), count)
             pipe.llen(self._queue_key)

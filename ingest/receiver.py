@@ -96,7 +96,6 @@ class Receiver:
             max_calls=settings.worker_batch_max_calls,
             max_depth=settings.queue_max_depth,
             ledger=Ledger(settings.redis_key_prefix, settings.queue_name),
-            lost_after=settings.lost_after_seconds,
         )
         self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,7 +1,8 @@
 """Recovery of queued batches a killed consumer lost (see `ingest.queue.Ledger`).
 
-Every `KOALA_LOST_AFTER_SECONDS` an entry of the ledger comes due. The beat's sweep then
-looks at each due entry and decides, without guessing:
+An entry of the ledger silent for `KOALA_LOST_AFTER_SECONDS` (not settled, retried or seen
+held since) comes due. The beat's sweep looks at each due entry and decides, without
+guessing:
 
 - committed (its batch key is in `processed_batches`): the worker's own cleanup did not
   happen (Redis was away); forget it;
@@ -78,14 +79,12 @@ def recover(
     ledger = Ledger(prefix, queue)
     now = time.time()
     due: list[tuple[bytes, float]] = client.zrangebyscore(  # type: ignore[assignment]
-        ledger.due, "-inf", now, 0, SWEEP_LIMIT, withscores=True
+        ledger.since, "-inf", now - lost_after, 0, SWEEP_LIMIT, withscores=True
     )
     if not due:
         return Decision()
-    # score = queued + lost_after (or later, for a postponed retry): never before it was queued
-    entries = [
-        Entry(_text(t), datetime.fromtimestamp(float(score) - lost_after, UTC)) for t, score in due
-    ]
+    # score: last known alive, never before it was queued (see Ledger)
+    entries = [Entry(_text(t), datetime.fromtimestamp(float(score), UTC)) for t, score in due]
     ids = [e.task_id for e in entries]
     rows = conn.execute(
         "SELECT task_id FROM processed_batches WHERE task_id = ANY(%s)", (ids,)
@@ -105,10 +104,10 @@ def recover(
     pipe = client.pipeline(transaction=True)
     if decision.forget:
         pipe.hdel(ledger.entries, *decision.forget)
-        pipe.zrem(ledger.due, *decision.forget)
+        pipe.zrem(ledger.since, *decision.forget)
     later = decision.later + decision.requeue
     if later:
-        pipe.zadd(ledger.due, {t: now + lost_after for t in later})
+        pipe.zadd(ledger.since, dict.fromkeys(later, now))
     for _, message in back:
         pipe.rpush(ledger.queue_key, message)  # the end kombu pops from: next in line
     pipe.execute()
@@ -126,10 +125,10 @@ def settle(client: redis.Redis, prefix: str, queue: str, task_id: str) -> None:
     ledger = Ledger(prefix, queue)
     pipe = client.pipeline(transaction=False)
     pipe.hdel(ledger.entries, task_id)
-    pipe.zrem(ledger.due, task_id)
+    pipe.zrem(ledger.since, task_id)
     pipe.execute()
 
 
 def postpone(client: redis.Redis, prefix: str, queue: str, task_id: str, seconds: float) -> None:
-    """A batch waits for a retry: not lost before its retry is due (and then some)."""
-    client.zadd(Ledger(prefix, queue).due, {task_id: time.time() + seconds}, xx=True)
+    """A batch waits `seconds` for a retry: alive until then (and lost_after more)."""
+    client.zadd(Ledger(prefix, queue).since, {task_id: time.time() + seconds}, xx=True)

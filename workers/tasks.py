@@ -137,7 +137,7 @@ def _postpone(task_id: str, queue: str, delay: float) -> None:
             settings.redis_key_prefix,
             queue,
             task_id,
-            delay + settings.lost_after_seconds,
+            delay,
         )
     except redis.RedisError as error:
         log.warning("could not postpone batch %s in the ledger: %s", task_id, error)
