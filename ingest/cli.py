@@ -53,10 +53,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def migrate() -> None:
-    """Apply pending database migrations (idempotent; safe to run concurrently)."""
+    """Apply pending database migrations (idempotent; safe to run concurrently). Uses
+    KOALA_MIGRATE_DATABASE_URL when set (a direct or session-pooled connection), else
+    DATABASE_URL."""
     from ingest.migrate import migrate as apply
 
-    url = _database_url(_settings())
+    settings = _settings()
+    url = settings.migrate_database_url or _database_url(settings)
     applied = apply(url)
     typer.echo(
         f"applied {len(applied)} migration(s)"

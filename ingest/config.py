@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL"),
         description="PostgreSQL URL; unset means `up` and the tests start embedded servers.",
     )
+    migrate_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for `koala-ingest migrate` only (unset: DATABASE_URL). Point it"
+        " past a transaction-pooling PgBouncer: migrate holds a session advisory lock.",
+    )
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL"),
@@ -188,7 +193,7 @@ class Settings(BaseSettings):
         description="Where `up` keeps the embedded servers' data.",
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migrate_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgres://", "postgresql://")):

@@ -54,3 +54,20 @@ def test_migrate_twice_and_concurrently_on_a_new_database(servers: Servers) -> N
         assert found >= TABLES
     finally:
         drop_database(servers.server_url, name)
+
+
+def test_migrate_uses_its_own_url_when_one_is_set(servers: Servers) -> None:
+    """Behind a transaction-pooling PgBouncer, DATABASE_URL cannot hold migrate's session
+    lock: KOALA_MIGRATE_DATABASE_URL takes it past the pool."""
+    done = subprocess.run(
+        koala("migrate"),
+        env=servers.env(
+            DATABASE_URL="postgresql://nobody@127.0.0.1:1/nowhere",
+            KOALA_MIGRATE_DATABASE_URL=servers.database_url,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
