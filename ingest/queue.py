@@ -102,10 +102,6 @@ class Ledger:
         self.unacked = prefix + "unacked"  # kombu's own hash of unacknowledged messages
 
 
-def task_id_of(message: bytes | str) -> str:
-    return str(orjson.loads(message)["headers"]["id"])
-
-
 # The oldest receipt time of a message's calls, in its headers: the queue's age is read
 # off the oldest message without decoding its body.
 RECEIVED_HEADER = "koala_received_at"

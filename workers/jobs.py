@@ -28,6 +28,7 @@ import redis
 from ingest.config import Settings
 from ingest.queue import task_message
 from ingest.store import events, jobs
+from workers import pipeline
 from workers.normalize import Rules
 from workers.reprocess import reprocess
 
@@ -40,12 +41,8 @@ log = logging.getLogger(__name__)
 STALE_SECONDS = 600.0
 TRANSIENT_STEP_RETRIES = 5
 
-# Errors a step retries (the same ones a live batch retries).
-RETRYABLE: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-)
+# Errors a step retries: the same ones a live batch retries.
+RETRYABLE = pipeline.RETRYABLE
 
 
 @dataclass(slots=True)
@@ -160,7 +157,7 @@ def start_reprocess(
         return previous, True
     if previous is not None:
         jobs.cancel(conn, previous)
-        jobs.finish_stale_cancelled(conn, previous)
+        jobs.finish_stale_cancelled(conn, previous, STALE_SECONDS)
     return jobs.create(conn, "reprocess", project_id, params, trigger), False
 
 

@@ -37,9 +37,9 @@ from ingest.store import (
 )
 from workers.jobs import Builder, Context, Job, Step
 from workers.normalize import Rules
+from workers.pipeline import TRANSIENT_EXHAUSTED
 from workers.reprocess import reprocess
 
-TRANSIENT_REASONS = ("transient_exhausted",)
 REPLAY_CHUNK = 100
 DELETE_CHUNK = 10_000
 SCAN_IDS = 20_000
@@ -51,7 +51,7 @@ OVERLAP_IDS = 200_000
 
 def _transient(settings: Settings) -> dead_letters.Filter:
     return dead_letters.Filter(
-        reason=TRANSIENT_REASONS[0],
+        reason=TRANSIENT_EXHAUSTED,
         status="pending",
         first_failed_since=datetime.now(UTC) - timedelta(hours=settings.auto_replay_max_age_hours),
         max_replays=settings.auto_replay_max_replays,

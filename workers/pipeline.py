@@ -30,6 +30,18 @@ from workers.resolve import resolve
 
 log = logging.getLogger(__name__)
 
+# Errors that mean "try again later", not "this call is bad": PostgreSQL unreachable or
+# restarting, deadlocks and serialization failures between concurrent batches. Live
+# batches (workers/tasks.py) and job steps (workers/jobs.py) retry the same ones.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
+# The reason of dead letters whose batch kept failing with those errors for the whole retry
+# window: the only ones the automatic replay sends again.
+TRANSIENT_EXHAUSTED = "transient_exhausted"
+
 
 @dataclass(slots=True)
 class BatchResult:

@@ -101,7 +101,7 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
     every = interval(settings, kind)
     if not every:
         return []
-    number = int(now // every)
+    number = period(settings, kind, now)
     runs: list[tuple[int | None, dict[str, Any]]]
     if kind == "reprocess":
         until = datetime.fromtimestamp(number * every, UTC)

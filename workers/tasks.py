@@ -15,7 +15,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import redis
 from celery import Celery, Task
 from psycopg_pool import ConnectionPool
@@ -31,13 +30,7 @@ from workers.normalize import Rules
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "try again later", not "this call is bad": PostgreSQL unreachable or
-# restarting, deadlocks and serialization failures between concurrent batches.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-)
+RETRYABLE = pipeline.RETRYABLE
 
 
 JOB_TASKS = ("koala.run_job", "koala.scheduled", "koala.resume_jobs", "koala.recover_lost")
@@ -321,7 +314,7 @@ def _dead_letter_batch(
         if not batches.claim(conn, task_id):
             _settle(task_id, queue)
             return {"skipped": 1}
-        result = pipeline.dead_letter_all(conn, requests, "transient_exhausted", error)
+        result = pipeline.dead_letter_all(conn, requests, pipeline.TRANSIENT_EXHAUSTED, error)
     report(result)
     _settle(task_id, queue)
     return {"dead_lettered": result.total("dead_lettered")}

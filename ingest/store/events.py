@@ -108,6 +108,10 @@ def of_profile(
         return cur.fetchall()
 
 
+# What reprocessing reads of a stored event: its payload and what was derived from it.
+REPROCESS_COLUMNS = 'id, "timestamp", source, payload, profile_id, identifiers'
+
+
 def in_range(
     conn: psycopg.Connection,
     project_id: int,
@@ -120,8 +124,8 @@ def in_range(
     the cursor `after`: what reprocessing reads, a bounded batch at a time."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            """
-            SELECT id, "timestamp", source, payload, profile_id, identifiers
+            f"""
+            SELECT {REPROCESS_COLUMNS}
             FROM events
             WHERE project_id = %(project)s
               AND "timestamp" >= %(since)s AND "timestamp" < %(until)s
@@ -156,8 +160,7 @@ def by_ids(conn: psycopg.Connection, ids: list[int]) -> list[dict[str, Any]]:
     """Events by id, in id order (the identity check re-resolves the ones it found)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            'SELECT id, "timestamp", source, payload, profile_id, identifiers FROM events'
-            " WHERE id = ANY(%s) ORDER BY id",
+            f"SELECT {REPROCESS_COLUMNS} FROM events WHERE id = ANY(%s) ORDER BY id",
             (ids,),
         )
         return cur.fetchall()

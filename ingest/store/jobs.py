@@ -224,14 +224,14 @@ def cancel(conn: psycopg.Connection, job_id: int) -> str | None:
     return str(row[0]) if row else None
 
 
-def finish_stale_cancelled(conn: psycopg.Connection, job_id: int) -> None:
+def finish_stale_cancelled(conn: psycopg.Connection, job_id: int, stale_seconds: float) -> None:
     """A cancelled job whose runner is gone (no heartbeat for a while, or an interrupted
     CLI run) is cancelled now rather than when a runner next looks."""
     conn.execute(
         "UPDATE jobs SET status = 'cancelled', finished_at = now()"
         " WHERE id = %s AND cancel_requested AND status = 'running'"
-        " AND heartbeat_at < now() - interval '10 minutes'",
-        (job_id,),
+        " AND heartbeat_at < clock_timestamp() - make_interval(secs => %s)",
+        (job_id, stale_seconds),
     )
 
 
