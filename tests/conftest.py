@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -209,6 +210,16 @@ def worker(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     proc = start_worker(servers, tmp_path_factory.mktemp("worker"))
     yield proc
     proc.stop()
+
+
+def received_now() -> str:
+    """A `receivedAt` of now, for batches a real worker may retry.
+
+    A batch received longer than `KOALA_RETRY_MAX_AGE_SECONDS` ago is dead-lettered at its
+    first transient failure instead of retried: a fixed date in a test that retries is a
+    time bomb (one went off on the day it was written).
+    """
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> object:

@@ -15,7 +15,16 @@ import httpx
 import psycopg
 import pytest
 import redis
-from conftest import Proc, Receiver, Servers, koala, start_receiver, start_worker, wait_for
+from conftest import (
+    Proc,
+    Receiver,
+    Servers,
+    koala,
+    received_now,
+    start_receiver,
+    start_worker,
+    wait_for,
+)
 
 from ingest.embedded import EmbeddedPostgres, ensure_database
 from ingest.migrate import migrate
@@ -229,20 +238,21 @@ def test_postgresql_stopped_30s_under_load_stores_everything_once(
 
     def push(n: int) -> None:
         nonlocal sent
+        now = received_now()  # retried while PostgreSQL is down: see received_now
         calls = [
             {
                 "type": "track",
                 "event": "E",
                 "anonymousId": f"a{(sent + i) % 40}",
                 "messageId": f"o-{sent + i}",
-                "receivedAt": "2026-11-23T00:00:00Z",
+                "receivedAt": now,
             }
             for i in range(n)
         ]
         request = {
             "project_id": project.id,
             "source": "segment",
-            "received_at": "2026-11-23T00:00:00Z",
+            "received_at": now,
             "shared": None,
             "calls": calls,
             "rejected": [],
@@ -260,6 +270,14 @@ def test_postgresql_stopped_30s_under_load_stores_everything_once(
         except psycopg.OperationalError:
             return -1
 
+    def dead_letters() -> int:
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                row = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+                return int(row[0])  # type: ignore[index]
+        except psycopg.OperationalError:
+            return -1
+
     try:
         for _ in range(20):
             push(25)
@@ -271,7 +289,8 @@ def test_postgresql_stopped_30s_under_load_stores_everything_once(
         time.sleep(max(0.0, 30 - (time.monotonic() - stop_at)))
         feeder.join()
         pg.restart()
-        wait_for(lambda: count() == sent, timeout=120, interval=0.5)
+        # settled: every call stored or dead-lettered; then the asserts say which
+        wait_for(lambda: count() + dead_letters() == sent, timeout=120, interval=0.5)
         with psycopg.connect(url) as conn:
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
             counters = conn.execute(

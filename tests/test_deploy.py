@@ -33,7 +33,7 @@ import psycopg
 import pytest
 import redis
 import yaml
-from conftest import ROOT, Servers, koala, start_receiver, start_worker, wait_for
+from conftest import ROOT, Servers, koala, received_now, start_receiver, start_worker, wait_for
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -216,7 +216,7 @@ def test_redis_conf_refuses_writes_over_maxmemory_instead_of_evicting(tmp_path: 
 PGBOUNCER_DIR = ROOT / "deploy" / "pgbouncer"
 PGBOUNCER_MIN = (1, 22, 1)  # DEALLOCATE ALL (1.22.0) and prepared statements around COPY (1.22.1)
 PSYCOPG_PREPARED_MAX = 100  # psycopg's default Connection.prepared_max
-RECEIVED = "2026-11-23T12:00:00.000Z"
+RECEIVED = received_now()  # batches here may be retried: see received_now
 
 
 def _pgbouncer_ini() -> configparser.ConfigParser:

@@ -9,13 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from conftest import Proc, Servers, start_worker, wait_for
+from conftest import Proc, Servers, received_now, start_worker, wait_for
 
 from ingest.queue import celery_message
 from ingest.store import projects
 from ingest.store.projects import Project
 
-RECEIVED = "2026-11-23T12:00:00.000Z"
+RECEIVED = received_now()  # batches here may be retried: see received_now
 
 
 def push(servers: Servers, queue: str, messages: list[list[dict]]) -> None:
