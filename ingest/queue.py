@@ -83,7 +83,7 @@ class Ledger:
     unacknowledged (`HSET unacked`) in two steps: a consumer killed between them (SIGKILL,
     an OOM kill, a node lost; or a warm shutdown discarding a `BRPOP` reply, celery#4354)
     loses the message, and with it every call in it. So the receiver writes each message
-    twice in one MULTI: on the queue, and here (`ledger:{queue}`: task id -> message;
+    twice in one atomic script: on the queue, and here (`ledger:{queue}`: task id -> message;
     `ledger:{queue}:since`: task id -> when last known alive). A message's delivery tag
     is its task id, so whether a worker holds it is one HMGET on kombu's unacked hash. A
     worker deletes its entry once its batch is committed. `workers/recovery.py` puts back on
@@ -188,6 +188,29 @@ def chunk_requests(requests: Iterable[QueuedRequest], max_calls: int) -> list[li
     return messages
 
 
+# One flush is one script: queue, ledger and counters written atomically, like a MULTI, but
+# sent as one command with one reply (a MULTI of n commands costs the receiver n+2 replies
+# to parse, about a quarter of its time per single call: bench/README.md). Redis refuses
+# a script's *first* write when over maxmemory (nothing written: the receiver answers
+# 503) and lets the rest of a started script finish, so a flush is all or nothing.
+# KEYS: queue, ledger entries, ledger since, received counters.
+# ARGV: now, n, n pairs (task id, message), then (project id, calls received) pairs.
+# Returns the queue's length.
+ENQUEUE_SCRIPT = """
+local n = tonumber(ARGV[2])
+for i = 0, n - 1 do
+  local id, message = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  redis.call('LPUSH', KEYS[1], message)
+  redis.call('HSET', KEYS[2], id, message)
+  redis.call('ZADD', KEYS[3], ARGV[1], id)
+end
+for j = 3 + 2 * n, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[4], ARGV[j], ARGV[j + 1])
+end
+return redis.call('LLEN', KEYS[1])
+"""
+
+
 class QueueUnavailable(Exception):
     """Redis could not be written: the caller answers 503 and the sender retries."""
 
@@ -219,6 +242,7 @@ class QueueWriter:
         self._max_depth = max_depth
         self._pending: list[tuple[QueuedRequest, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._enqueue = client.register_script(ENQUEUE_SCRIPT)
         self.depth = 0  # queue length seen at the last write or poll
         self.healthy = True
 
@@ -256,19 +280,15 @@ class QueueWriter:
         received: dict[int, int] = {}
         for request in requests:
             received[request.project_id] = received.get(request.project_id, 0) + request.received
-        now = time.time()
-        async with self._client.pipeline(transaction=True) as pipe:
-            for message in chunk_requests(requests, self._max_calls):
-                task_id = str(uuid.uuid4())
-                body = celery_message(self._queue_name, message, task_id)
-                pipe.lpush(self._queue_key, body)
-                pipe.hset(self._ledger.entries, task_id, body)
-                pipe.zadd(self._ledger.since, {task_id: now})
-            for project_id, count in received.items():
-                pipe.hincrby(self._counters_key, str(project_id), count)
-            pipe.llen(self._queue_key)
-            results = await pipe.execute()
-        self.depth = int(results[-1])
+        messages = chunk_requests(requests, self._max_calls)
+        args: list[Any] = [time.time(), len(messages)]
+        for message in messages:
+            task_id = str(uuid.uuid4())
+            args += (task_id, celery_message(self._queue_name, message, task_id))
+        for project_id, count in received.items():
+            args += (project_id, count)
+        keys = [self._queue_key, self._ledger.entries, self._ledger.since, self._counters_key]
+        self.depth = int(await self._enqueue(keys=keys, args=args))
         metrics.GROUP_COMMITS.inc()
 
     async def poll(self) -> None:

@@ -420,6 +420,46 @@ def test_redis_down_is_503_and_nothing_is_acknowledged(
         own.stop()
 
 
+def test_redis_over_maxmemory_is_503_and_writes_nothing_of_the_request(
+    servers: Servers, tmp_path: Path, project: Project
+) -> None:
+    """A flush is one script (queue, ledger, counters): Redis refuses its first write when
+    over maxmemory, so a refused request leaves no message, no ledger entry and no count
+    behind, and the sender's retry is not counted twice."""
+    own = EmbeddedRedis(tmp_path / "redis", persist=False)
+    own.start()
+    rx = start_receiver(servers, tmp_path, REDIS_URL=own.url)
+    client = redis.Redis.from_url(own.url)
+    prefix = servers.prefix
+    batch = {"batch": [dict(TRACK, messageId=f"oom-{i}") for i in range(3)]}
+
+    def written() -> tuple[int, int, int, bytes | None]:
+        return (
+            client.llen(prefix + "ingest"),
+            client.hlen(f"{prefix}ledger:ingest"),
+            client.zcard(f"{prefix}ledger:ingest:since"),
+            client.hget(prefix + "received", str(project.id)),
+        )
+
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)  # every write is over it; reads still work
+        refused = httpx.post(
+            rx.url + "/v1/batch", json=batch, headers=basic(project.public_key), timeout=30
+        )
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "queue_unavailable"
+        assert written() == (0, 0, 0, None)
+        client.config_set("maxmemory", 0)
+        accepted = httpx.post(rx.url + "/v1/batch", json=batch, headers=basic(project.public_key))
+        assert accepted.status_code == 200
+        assert written() == (1, 1, 1, b"3")
+    finally:
+        client.close()
+        rx.proc.stop()
+        own.stop()
+
+
 def test_an_empty_batch_is_200_and_queues_nothing(
     rx: Receiver, queue: Queue, project: Project
 ) -> None:
