@@ -19,7 +19,7 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import psutil
@@ -346,6 +346,56 @@ def usual_way(env: Env, calls: int, connections: int) -> dict[str, Any]:
     }
 
 
+class CpuMeter:
+    """CPU seconds (user + system) spent by each part of the pipeline between `start()` and
+    `stop()`: the receiver's and the workers' process trees, and every PostgreSQL and Redis
+    server process on the machine (their per-connection backends included).
+
+    CPU per call is steadier than calls/s on a shared machine (a neighbour's load slows the
+    clock, not the work), and it is the capacity model: a core gives 1e6 / (us per call)
+    calls/s to that part (docs/scaling.md)."""
+
+    SERVERS: ClassVar[dict[str, str]] = {"postgres": "postgresql", "redis-server": "redis"}
+
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = parts
+        self.before: dict[tuple[str, int], float] = {}
+
+    def _sample(self) -> dict[tuple[str, int], float]:
+        seen: dict[tuple[str, int], float] = {}
+
+        def add(part: str, proc: psutil.Process) -> None:
+            try:
+                times = proc.cpu_times()
+                seen[(part, proc.pid)] = times.user + times.system
+            except psutil.Error:
+                pass
+
+        for part, pids in self.parts.items():
+            for pid in pids:
+                try:
+                    root = psutil.Process(pid)
+                    for proc in [root, *root.children(recursive=True)]:
+                        add(part, proc)
+                except psutil.Error:
+                    pass
+        for proc in psutil.process_iter(["name"]):
+            part = self.SERVERS.get(proc.info["name"] or "")
+            if part:
+                add(part, proc)
+        return seen
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        after = self._sample()
+        spent: dict[str, float] = {}
+        for (part, pid), seconds in after.items():
+            spent[part] = spent.get(part, 0.0) + seconds - self.before.get((part, pid), 0.0)
+        return spent
+
+
 def end_to_end(
     env: Env, calls: int, visitors: int, connections: int, workers: int, concurrency: int
 ) -> dict[str, Any]:
@@ -360,6 +410,8 @@ def end_to_end(
     proc, port = env.serve(koala("web"), "web-e2e")
     time.sleep(3)
     items = batch_items(load.batches, env.project.public_key, port)
+    meter = CpuMeter({"receiver": [proc.pid], "workers": [p.pid for p in worker_procs]})
+    meter.start()
     started = time.perf_counter()
     sent = loadgen.run_sync("127.0.0.1", port, items, connections)
     done = wait_rows(
@@ -369,6 +421,7 @@ def end_to_end(
         load.calls,
         timeout=3600,
     )
+    cpu = meter.stop()
     stats = reconcile(env)
     ok = (
         stats["received"] == load.calls
@@ -389,6 +442,8 @@ def end_to_end(
         "errors": sent.errors,
         "reconciliation": stats,
         "reconciled": ok,
+        # CPU microseconds per call of each part over the run (CpuMeter)
+        "cpu_us_per_call": {part: 1e6 * sec / load.calls for part, sec in sorted(cpu.items())},
         "workers": workers,
         "concurrency": concurrency,
         "web_pid": proc.pid,
@@ -635,6 +690,13 @@ def render(out: dict[str, Any]) -> str:
         "koala-ingest end to end",
         f"{e['calls_per_s']:,.0f} calls/s ({e['calls']:,} calls, {e['seconds']:.1f} s)",
     )
+    cpu = e.get("cpu_us_per_call", {})
+    if cpu:
+        row(
+            "end to end, CPU per call",
+            ", ".join(f"{part} {us:,.0f} us" for part, us in cpu.items())
+            + f" (total {sum(cpu.values()):,.0f} us)",
+        )
     rec = e["reconciliation"]
     row(
         "reconciliation",

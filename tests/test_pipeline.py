@@ -55,3 +55,24 @@ def test_same_message_id_sent_twice_is_stored_once_and_counted_as_duplicate(
 
     assert wait_for(counters) == (1, 1)
     assert _events(db, project) == [("dup-1", "track", "Clicked")]
+
+
+def test_workers_decode_task_bodies_with_orjson_and_read_what_every_producer_writes() -> None:
+    """Workers swap kombu's JSON decoder for orjson (bench/README.md); the bodies Celery's
+    own producer writes (retries, job tasks) and the receiver's both still decode."""
+    import base64
+
+    import orjson
+    from kombu.serialization import dumps, loads, registry
+
+    import workers.tasks  # noqa: F401  (registers the decoder, as a worker does at start)
+    from ingest.queue import celery_message
+
+    assert registry._decoders["application/json"] is orjson.loads
+    requests = [{"project_id": 1, "received_at": "2026-11-23T00:00:00Z", "calls": [{"a": "é"}]}]
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    content_type, encoding, data = dumps([[requests], {}, embed], serializer="json")
+    accept = {"application/json"}
+    assert loads(data, content_type, encoding, accept=accept) == [[requests], {}, embed]
+    body = base64.b64decode(orjson.loads(celery_message("ingest", requests))["body"])
+    assert loads(body, "application/json", "utf-8", accept=accept) == [[requests], {}, embed]

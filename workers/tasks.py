@@ -15,8 +15,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis
 from celery import Celery, Task
+from kombu.serialization import register as register_serializer
+from kombu.utils.json import dumps as kombu_json_dumps
 from psycopg_pool import ConnectionPool
 
 from ingest import metrics
@@ -34,6 +37,20 @@ RETRYABLE = pipeline.RETRYABLE
 
 
 JOB_TASKS = ("koala.run_job", "koala.scheduled", "koala.resume_jobs", "koala.recover_lost")
+
+
+def decode_task_bodies_with_orjson() -> None:
+    """Decode JSON task bodies with orjson in this process (encoding stays kombu's).
+
+    A worker decoded every batch with kombu's json and its `object_hook` (which revives
+    kombu's type markers): about a tenth of a worker's time in the end-to-end benchmark
+    (py-spy). Every task here takes plain JSON (ints, strings, lists, dicts; no datetimes
+    or other marked types), so orjson reads the same documents several times faster. The
+    wire format is unchanged: receivers, workers and queued messages of any version mix.
+    """
+    register_serializer(  # type: ignore[no-untyped-call]
+        "json", kombu_json_dumps, orjson.loads, content_type="application/json"
+    )
 
 
 def make_app(settings: Settings) -> Celery:
@@ -72,6 +89,7 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
+decode_task_bodies_with_orjson()
 app = make_app(get_settings())
 
 
