@@ -45,7 +45,7 @@ class Admin:
             min_size=0,
             max_size=4,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **settings.connection_options},
         )
         self._opened = False
 

@@ -46,6 +46,13 @@ def _database_url(settings: Settings) -> str:
         raise typer.Exit(2) from None
 
 
+def _connect(settings: Settings, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A connection for a command, with the settings' psycopg options."""
+    return psycopg.connect(
+        _database_url(settings), autocommit=autocommit, **settings.connection_options
+    )
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"koala-ingest: {message}", err=True)
     return typer.Exit(code)
@@ -76,8 +83,7 @@ def projects_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Create a project and print its public key (the Segment write key)."""
-    url = _database_url(_settings())
-    with psycopg.connect(url) as conn:
+    with _connect(_settings()) as conn:
         try:
             project = projects.create(conn, name, webhook_secret)
         except projects.ProjectExists:
@@ -99,8 +105,7 @@ def projects_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List active projects and their public keys."""
-    url = _database_url(_settings())
-    with psycopg.connect(url) as conn:
+    with _connect(_settings()) as conn:
         rows = projects.list_active(conn)
     if as_json:
         typer.echo(
@@ -126,8 +131,7 @@ def projects_list(
 @projects_app.command("revoke")
 def projects_revoke(name: str) -> None:
     """Revoke a project's key: the receiver refuses it within KOALA_KEY_CACHE_SECONDS."""
-    url = _database_url(_settings())
-    with psycopg.connect(url) as conn:
+    with _connect(_settings()) as conn:
         if not projects.revoke(conn, name):
             raise _fail(f"no active project named {name!r}")
     typer.echo(f"revoked {name}")
@@ -156,9 +160,8 @@ def stats(
     from ingest import reports
 
     settings = _settings()
-    url = _database_url(settings)
     client = redis.Redis.from_url(settings.require_redis_url())
-    with psycopg.connect(url, autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         project = _project(conn, name)
         received = client.hget(reports.received_key(settings.redis_key_prefix), str(project.id))
         out = reports.stats(conn, project, int(received or 0))
@@ -200,7 +203,7 @@ def profiles_lookup(
         raise _fail("give exactly one of --email, --profile-id, --user-id, --anonymous-id")
     [(kind, value)] = given.items()
     settings = _settings()
-    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         project = _project(conn, name)
         found = reports.find_profiles(conn, project, kind, value, Rules.of(settings))
     if as_json:
@@ -229,7 +232,7 @@ def events_list(
     """A profile's latest events, newest first."""
     from ingest import reports
 
-    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+    with _connect(_settings(), autocommit=True) as conn:
         page = reports.profile_events(conn, _project(conn, name), profile, limit, None)
     if page is None:
         raise _fail(f"no profile {profile} in {name}")
@@ -290,7 +293,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Dead letters, with counts by reason."""
-    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+    with _connect(_settings(), autocommit=True) as conn:
         selection = _selection(
             conn, project, reason, since, until, None, None if status == "all" else status
         )
@@ -320,7 +323,7 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(letter_id: int) -> None:
     """One dead letter: payload, error and traceback."""
-    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+    with _connect(_settings(), autocommit=True) as conn:
         letter = dead_letters.get(conn, letter_id)
     if letter is None:
         raise _fail(f"no dead letter {letter_id}")
@@ -355,7 +358,7 @@ def dlq_replay(
         raise _fail("--payload goes with exactly one id")
     settings = _settings()
     client = redis.Redis.from_url(settings.require_redis_url())
-    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         selection = _selection(conn, project, reason, since, until, ids)
         if payload is not None and not dry_run:
             assert ids is not None
@@ -391,7 +394,7 @@ def dlq_discard(
     """Mark pending dead letters discarded (they stay visible as discarded)."""
     if not ids and not project:
         raise _fail("give dead letter ids, or --project with filters")
-    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+    with _connect(_settings(), autocommit=True) as conn:
         count = dead_letters.discard(conn, _selection(conn, project, reason, None, None, ids))
     typer.echo(f"discarded {count}")
 
@@ -421,8 +424,7 @@ def _run_with_progress(settings: Settings, job_id: int, label: str) -> str:
     from ingest.store import jobs
     from workers.jobs import Runner, Step
 
-    url = _database_url(settings)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         row = jobs.get(conn, job_id)
     assert row is not None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -433,7 +435,7 @@ def _run_with_progress(settings: Settings, job_id: int, label: str) -> str:
         def advance(step: Step, total: int | None) -> None:
             bar.update(task, total=total, advance=step.done)
 
-        runner = Runner(lambda: psycopg.connect(url), _job_context(settings), on_step=advance)
+        runner = Runner(lambda: _connect(settings), _job_context(settings), on_step=advance)
         try:
             return runner.run(job_id)
         except KeyboardInterrupt:
@@ -478,7 +480,7 @@ def reprocess(
                                      Rules.of(settings))  # fmt: skip
     except ValueError as error:
         raise _fail(f"--since/--until: {error}", 2) from None
-    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         project = _project(conn, name)
         try:
             job_id, resumed = start_reprocess(conn, project.id, params,
@@ -497,7 +499,7 @@ def reprocess(
     if status == "busy":
         raise _fail(f"job {job_id} is being run by a worker; follow it with:"
                     f" koala-ingest jobs show {job_id}")  # fmt: skip
-    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         job = jobs.get(conn, job_id)
     assert job is not None
     typer.echo(_job_summary(job))
@@ -520,7 +522,7 @@ def jobs_list(
     from ingest.store import jobs
 
     settings = _settings()
-    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         rows = jobs.recent(conn, kind, limit)
     if as_json:
         _print_json({"jobs": rows})
@@ -547,7 +549,7 @@ def jobs_show(job_id: int) -> None:
     """One job run in full (JSON): parameters, progress, cursor, counts, errors."""
     from ingest.store import jobs
 
-    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+    with _connect(_settings(), autocommit=True) as conn:
         job = jobs.get(conn, job_id)
     if job is None:
         raise _fail(f"no job {job_id}")
@@ -559,7 +561,7 @@ def jobs_cancel(job_id: int) -> None:
     """Cancel a job: at once if it is not running, at its next step if it is."""
     from ingest.store import jobs
 
-    with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
+    with _connect(_settings(), autocommit=True) as conn:
         status = jobs.cancel(conn, job_id)
     if status is None:
         raise _fail(f"no job {job_id}")
@@ -577,7 +579,7 @@ def jobs_run(
     if kind not in maintenance.BUILDERS:
         raise _fail(f"no scheduled job {kind!r}: one of {', '.join(maintenance.BUILDERS)}", 2)
     settings = _settings()
-    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         try:
             job_id = jobs.create(
                 conn, kind, None, maintenance.params_for(kind, conn, settings), "cli"
@@ -585,7 +587,7 @@ def jobs_run(
         except jobs.JobConflict as conflict:
             raise _fail(f"job {conflict.active_id} ({kind}) is running already") from None
     status = _run_with_progress(settings, job_id, kind)
-    with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+    with _connect(settings, autocommit=True) as conn:
         job = jobs.get(conn, job_id)
     assert job is not None
     typer.echo(_job_summary(job))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=2, ge=1)
     worker_batch_max_calls: int = Field(default=1000, ge=1)
     db_pool_max_size: int = Field(default=4, ge=1)
+    db_prepared_statements: bool = Field(
+        default=True,
+        description="Let psycopg prepare repeated queries server-side (after 5 runs). Turn"
+        " off behind a transaction-pooling PgBouncer older than 1.22.1, which cannot carry"
+        " prepared statements from one server connection to another.",
+    )
 
     blocked_identifiers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_BLOCKED_IDENTIFIERS,
@@ -246,6 +252,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise ConfigError("DATABASE_URL: not set (run `koala-ingest up` for embedded servers)")
         return self.database_url
+
+    @property
+    def connection_options(self) -> dict[str, Any]:
+        """Keyword arguments of every psycopg connection (pools, CLI, receiver)."""
+        return {} if self.db_prepared_statements else {"prepare_threshold": None}
 
     def require_redis_url(self) -> str:
         if not self.redis_url:

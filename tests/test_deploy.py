@@ -271,22 +271,30 @@ def test_pgbouncer_ini_pools_transactions_and_migrates_through_a_session_pool() 
         assert _scram_secret_matches(secret, "CHANGE_ME")
 
 
-def _pgbouncer_binary() -> str:
+def _pgbouncer_found() -> tuple[str, tuple[int, ...]] | None:
     found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if found is None:
+        return None
+    out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"PgBouncer (\d+)\.(\d+)\.(\d+)", out)
+    return found, tuple(int(n) for n in match.groups()) if match else (0, 0, 0)
+
+
+def _pgbouncer_binary(minimum: tuple[int, ...] = PGBOUNCER_MIN) -> str:
+    found = _pgbouncer_found()
     if found is None:
         pytest.skip(
             "no pgbouncer binary: install PgBouncer >= 1.22.1 to run this test"
             " (Debian 12's apt package is 1.18, too old for deploy/pgbouncer/pgbouncer.ini)"
         )
-    out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
-    match = re.search(r"PgBouncer (\d+)\.(\d+)\.(\d+)", out)
-    version = tuple(int(n) for n in match.groups()) if match else (0, 0, 0)
-    if version < PGBOUNCER_MIN:
+    binary, version = found
+    if version < minimum:
         pytest.skip(
-            f"{found} is PgBouncer {'.'.join(map(str, version))}; deploy/pgbouncer/pgbouncer.ini"
-            " needs >= 1.22.1 (prepared statements in transaction mode)"
+            f"{binary} is PgBouncer {'.'.join(map(str, version))}; this test needs"
+            f" >= {'.'.join(map(str, minimum))}"
+            " (deploy/pgbouncer/pgbouncer.ini: prepared statements in transaction mode)"
         )
-    return found
+    return binary
 
 
 @dataclass
@@ -313,12 +321,15 @@ class Bouncer:
 
 
 @contextmanager
-def _pgbouncer(servers: Servers, **overrides: str) -> Iterator[Bouncer]:
+def _pgbouncer(
+    servers: Servers, minimum: tuple[int, ...] = PGBOUNCER_MIN, **overrides: str | None
+) -> Iterator[Bouncer]:
     """A real PgBouncer run with a copy of deploy/pgbouncer/pgbouncer.ini and the example
     userlist. Replaced in the copy: where it listens, where the auth file is, and the
     server address of each database (this run's PostgreSQL and database, logging in there
-    as the test server's user); every other setting is the file's."""
-    binary = _pgbouncer_binary()
+    as the test server's user); every other setting is the file's, but `overrides` (None
+    removes a setting)."""
+    binary = _pgbouncer_binary(minimum)
     ini = _pgbouncer_ini()
     server = conninfo_to_dict(servers.database_url)
     host = str(server.get("host") or "127.0.0.1")
@@ -339,8 +350,12 @@ def _pgbouncer(servers: Servers, **overrides: str) -> Iterator[Bouncer]:
         listen_port=str(port),
         unix_socket_dir="",
         auth_file=str(work / "userlist.txt"),
-        **overrides,
     )
+    for key, value in overrides.items():
+        if value is None:
+            ini["pgbouncer"].pop(key, None)
+        else:
+            ini["pgbouncer"][key] = value
     with (work / "pgbouncer.ini").open("w") as out:
         ini.write(out)
     argv = [binary]
@@ -566,6 +581,59 @@ def test_pgbouncer_ini_serves_a_real_worker_and_migrate(
             worker.stop()
     assert stats["total_client_parse_count"] > 0, stats  # the worker's prepared statements
     assert "prepared statement" not in worker.output()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prepared", ["false", "true"])
+def test_prepared_statements_off_carry_a_real_worker_through_a_pgbouncer_without_them(
+    servers: Servers, project: Project, db: psycopg.Connection, tmp_path: Path, prepared: str
+) -> None:
+    """KOALA_DB_PREPARED_STATEMENTS=false, for a transaction-pooling PgBouncer that cannot
+    carry prepared statements (any before 1.21, or max_prepared_statements = 0): a real
+    worker stores batches through it, COPY, savepoints and the poison-call bisection
+    included. The control (the default, true) fails there with psycopg's prepared
+    statements missing on other server connections. Runs on Debian 12's PgBouncer 1.18."""
+    found = _pgbouncer_found()
+    old = found is not None and found[1] < (1, 21, 0)
+    queue = f"bouncer-{secrets.token_hex(3)}"
+    with _pgbouncer(
+        servers,
+        minimum=(1, 0, 0),
+        # settings an old PgBouncer does not know; on a newer one, tracking turned off
+        max_prepared_statements=None if old else "0",
+    ) as bouncer:
+        messages = [
+            celery_message(queue, [_request(project, _calls(f"np{n}", 3, poison=n == 10))])
+            for n in range(30)
+        ]
+        redis.Redis.from_url(servers.redis_url).lpush(servers.prefix + queue, *messages)
+        worker = start_worker(
+            servers,
+            tmp_path,
+            name="noprepare",
+            concurrency=2,
+            DATABASE_URL=bouncer.url("koala"),
+            KOALA_QUEUE_NAME=queue,
+            KOALA_DB_PREPARED_STATEMENTS=prepared,
+        )
+        try:
+
+            def settled() -> bool:
+                row = db.execute(
+                    "SELECT (SELECT count(*) FROM events WHERE project_id = %(p)s),"
+                    " (SELECT count(*) FROM dead_letters WHERE project_id = %(p)s)",
+                    {"p": project.id},
+                ).fetchone()
+                return row == (30 * 3 - 1, 1)
+
+            if prepared == "false":
+                wait_for(settled, timeout=60)
+            else:
+                wait_for(lambda: "prepared statement" in worker.output(), timeout=60)
+        finally:
+            worker.stop()
+    if prepared == "false":
+        assert "prepared statement" not in worker.output()
 
 
 # --- deploy/kubernetes ---------------------------------------------------------------

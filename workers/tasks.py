@@ -107,7 +107,7 @@ class _Pools:
                 settings.require_database_url(),
                 min_size=1,
                 max_size=settings.db_pool_max_size,
-                kwargs={"autocommit": False},
+                kwargs={"autocommit": False, **settings.connection_options},
                 open=True,
                 check=ConnectionPool.check_connection,
             )
