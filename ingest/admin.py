@@ -23,7 +23,7 @@ from starlette.routing import Route
 from ingest import reports
 from ingest.config import Settings
 from ingest.replay import replay as replay_letters
-from ingest.store import dead_letters, jobs, projects, rejections
+from ingest.store import dead_letters, deletions, jobs, projects, rejections
 from ingest.store.projects import Project
 from ingest.wire import WireError
 from workers.normalize import Rules
@@ -129,6 +129,12 @@ class Admin:
         rows = await self.query(lambda conn: rejections.recent(conn, project.id, limit))
         keys = ("id", "received_at", "source", "index", "code", "message", "payload")
         return {"rejections": [dict(zip(keys, row, strict=True)) for row in rows]}
+
+    async def deletions(self, request: Request) -> dict[str, Any]:
+        project = await self.project(request)
+        limit = _limit(request, default=100)
+        rows = await self.query(lambda conn: deletions.list_recent(conn, project.id, limit))
+        return {"deletions": rows}
 
     # --- dead letters -------------------------------------------------------------------
 
@@ -325,6 +331,7 @@ class Admin:
                 methods=["GET"],
             ),
             Route(base + "/rejections", wrap("admin", guarded(self.rejections)), methods=["GET"]),
+            Route(base + "/deletions", wrap("admin", guarded(self.deletions)), methods=["GET"]),
             Route(
                 base + "/dead-letters", wrap("admin", guarded(self.dead_letters)), methods=["GET"]
             ),

@@ -113,6 +113,11 @@ class WorkerCounters:
         yield latency
         yield self._counter("koala_worker_merges", "Profiles merged.", "merges")
         yield self._counter(
+            "koala_worker_deletions",
+            "Delete calls carried out (a person's data erased).",
+            "deletions",
+        )
+        yield self._counter(
             "koala_worker_merges_refused",
             "Merges the email guard refused (two identified people kept apart).",
             "merges_refused",

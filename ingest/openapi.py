@@ -175,7 +175,10 @@ def build() -> dict[str, Any]:
         }
     }
     webhook = _post(
-        "Segment webhook destination: one call or a JSON array of calls.",
+        "Segment webhook destination: one call or a JSON array of calls. A"
+        ' `{"type": "delete", "userId": ...}` call erases that person\'s data; it is taken'
+        " only when the project has a webhook secret and the signature covers it (the body,"
+        " or the first item of an array).",
         "Call",
         "Success",
         security=False,
@@ -334,6 +337,11 @@ def _admin_paths() -> dict[str, Any]:
             "Calls refused for their content, newest first.",
             [page[0]],
             '`{"rejections": [...]}` with code, message and payload.',
+        ),
+        base + "/deletions": _admin_get(
+            "Delete calls carried out, newest first: what each named and what it erased.",
+            [page[0]],
+            '`{"deletions": [...]}` with message_id, identifiers and counts per table.',
         ),
         base + "/reprocess": {
             "post": {

@@ -390,6 +390,7 @@ class Receiver:
             max_call_bytes=self.settings.max_call_bytes,
             max_batch_calls=self.settings.max_batch_calls,
             received_at=received_at,
+            signed=bool(project.webhook_secret),  # the signature was checked above
         )
         if not isinstance(doc, list) and parsed.rejected:
             return await self.refuse_single(project, "webhook", parsed, received_at)

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+DELETE_TYPE = "delete"  # see _problem: only from a signed webhook
 SHORT_PATHS = {
     "t": "track",
     "i": "identify",
@@ -173,14 +174,29 @@ def content_message_id(call: dict[str, Any]) -> str:
     return "ki-" + hashlib.sha256(_dumps(stable)).hexdigest()[:32]
 
 
-def _problem(call: Any, *, koala: bool = False) -> tuple[str, str] | None:
-    """Why a call can never be stored, or None when it is acceptable."""
+def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[str, str] | None:
+    """Why a call can never be stored, or None when it is acceptable.
+
+    A `delete` call erases a person's data: taken only where the sender proved who it is
+    (`deletes`: a webhook signed with the project's secret). A write key alone is public
+    (it ships in every browser using analytics.js) and must not be able to erase anyone.
+    """
     if not isinstance(call, dict):
         return "not_an_object", "a call must be a JSON object"
     kind = call.get("type")
     if not kind:
         return "missing_type", "the call has no `type`"
-    if kind not in CALL_TYPES:
+    if kind == DELETE_TYPE:
+        if not deletes:
+            return (
+                "delete_not_accepted",
+                "a delete call is taken only from the webhook destination, signed with the"
+                " project's webhook secret (in a batch, only as its first item: the one the"
+                " signature covers)",
+            )
+        if not _text(call.get("userId")):
+            return "missing_user_id", "a delete call needs the `userId` to erase"
+    elif kind not in CALL_TYPES:
         return "unknown_type", f"unknown call type {kind!r}"
     for name in ("properties", "traits", "context", "integrations"):
         value = call.get(name)
@@ -229,6 +245,7 @@ def _accept_item(
     *,
     koala: bool = False,
     size: int | None = None,
+    deletes: bool = False,
 ) -> None:
     if size is None:
         size = len(orjson.dumps(item))
@@ -242,7 +259,7 @@ def _accept_item(
             )
         )
         return
-    problem = _problem(item, koala=koala)
+    problem = _problem(item, koala=koala, deletes=deletes)
     if problem is not None:
         parsed.rejected.append(Rejection(index, *problem, orjson.dumps(item).decode()))
         return
@@ -322,9 +339,15 @@ def parse_koala(doc: Any, *, max_call_bytes: int, max_batch_calls: int, received
 
 
 def parse_webhook(
-    doc: Any, *, max_call_bytes: int, max_batch_calls: int, received_at: str
+    doc: Any,
+    *,
+    max_call_bytes: int,
+    max_batch_calls: int,
+    received_at: str,
+    signed: bool = False,
 ) -> Parsed:
-    """Segment's webhook destination: one raw call, or a JSON array of calls."""
+    """Segment's webhook destination: one raw call, or a JSON array of calls. `signed`:
+    the body's signature was checked with the project's secret (delete calls need it)."""
     items = doc if isinstance(doc, list) else [doc]
     if isinstance(doc, list) and len(doc) > max_batch_calls:
         raise WireError(413, "too_many_calls", f"at most {max_batch_calls} calls")
@@ -333,7 +356,14 @@ def parse_webhook(
     parsed = Parsed()
     for index, item in enumerate(items):
         _accept_item(
-            parsed, index if isinstance(doc, list) else None, item, max_call_bytes, received_at
+            parsed,
+            index if isinstance(doc, list) else None,
+            item,
+            max_call_bytes,
+            received_at,
+            # Segment signs a batch by its first item only: a delete anywhere else in it
+            # is not covered by the signature
+            deletes=signed and (not isinstance(doc, list) or index == 0),
         )
     return parsed
 

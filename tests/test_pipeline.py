@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import psycopg
-from conftest import Proc, Receiver, wait_for
+from conftest import Proc, Receiver, Servers, start_receiver, wait_for
 
 from ingest.store.projects import Project
 
@@ -76,3 +78,56 @@ def test_workers_decode_task_bodies_with_orjson_and_read_what_every_producer_wri
     assert loads(data, content_type, encoding, accept=accept) == [[requests], {}, embed]
     body = base64.b64decode(orjson.loads(celery_message("ingest", requests))["body"])
     assert loads(body, "application/json", "utf-8", accept=accept) == [[requests], {}, embed]
+
+
+def test_a_signed_webhook_delete_erases_the_person_through_receiver_and_worker(
+    servers: Servers, worker: Proc, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    import hashlib
+    import hmac
+    import secrets
+
+    import orjson
+
+    from ingest.store import projects
+
+    receiver = start_receiver(servers, tmp_path, ADMIN_TOKEN="admin-t")
+    project = projects.create(db, f"del-{secrets.token_hex(3)}", webhook_secret="whsec")
+    call = {"userId": "erin", "event": "Viewed Pricing", "messageId": "erin-1"}
+    assert (
+        httpx.post(receiver.url + "/v1/track", auth=(project.public_key, ""), json=call).status_code
+        == 200
+    )
+    assert wait_for(lambda: _events(db, project)) == [("erin-1", "track", "Viewed Pricing")]
+    url = receiver.url + f"/webhooks/segment/{project.public_key}"
+    body = orjson.dumps({"type": "delete", "userId": "erin", "messageId": "erin-delete"})
+    forged = httpx.post(url, content=body, headers={"X-Signature": "0" * 40})
+    assert forged.status_code == 401
+    signature = hmac.new(b"whsec", body, hashlib.sha1).hexdigest()
+    assert httpx.post(url, content=body, headers={"X-Signature": signature}).status_code == 200
+
+    def erased() -> bool:
+        left = db.execute(
+            "SELECT (SELECT count(*) FROM events WHERE project_id = %(p)s)"
+            " + (SELECT count(*) FROM profiles WHERE project_id = %(p)s),"
+            " (SELECT count(*) FROM deletions WHERE project_id = %(p)s)",
+            {"p": project.id},
+        ).fetchone()
+        return left == (0, 1)
+
+    try:
+        wait_for(erased)
+        # the delete call counts as stored: received = stored + duplicates + ...
+        assert db.execute(
+            "SELECT stored, duplicates FROM project_counters WHERE project_id = %s",
+            (project.id,),
+        ).fetchone() == (2, 0)
+        listed = httpx.get(
+            receiver.url + f"/admin/projects/{project.name}/deletions",
+            headers={"Authorization": "Bearer admin-t"},
+        ).json()["deletions"]
+        assert [(d["message_id"], d["identifiers"], d["events"]) for d in listed] == [
+            ("erin-delete", ["user_id:erin"], 1)
+        ]
+    finally:
+        receiver.proc.stop()

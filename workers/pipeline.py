@@ -25,7 +25,7 @@ from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
 from workers import store
 from workers.dedupe import dedupe
-from workers.normalize import Event, NormalizeError, Rules, normalize
+from workers.normalize import DELETE, Event, NormalizeError, Rules, normalize
 from workers.resolve import resolve
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,11 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
     for e in deduped.conflicting:
         result.count(e.project_id, "conflicting_duplicates")
 
-    by_project = sorted(deduped.new, key=lambda e: e.project_id)  # stable: arrival order kept
+    # Delete calls are carried out after the batch's other calls are stored: a delete
+    # erases everything of its person stored up to and including its batch.
+    deletes = [e for e in deduped.new if e.type == DELETE]
+    keep = [e for e in deduped.new if e.type != DELETE] if deletes else deduped.new
+    by_project = sorted(keep, key=lambda e: e.project_id)  # stable: arrival order kept
     for project_id, group in groupby(by_project, key=lambda e: e.project_id):
         batch = list(group)
         t0 = time.perf_counter()
@@ -180,6 +184,18 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
         result.count(project_id, "stored", len(batch))
         result.count(project_id, "merges", len(plan.merges))
         result.count(project_id, "merges_refused", len(plan.refused))
+
+    for event in deletes:
+        t0 = time.perf_counter()
+        erased = store.erase(conn, event)
+        result.spent("delete", time.perf_counter() - t0)
+        result.count(event.project_id, "stored")  # carried out: kept in `deletions`
+        result.count(event.project_id, "deletions")
+        log.info(
+            "delete call carried out: %s",
+            erased,
+            extra={"stage": "delete", "project": event.project_id, "message_id": event.message_id},
+        )
 
     replayed = {e.replay_of: e.project_id for e in events if e.replay_of is not None}
     resolved = set(dead_letters.finish_replay(conn, sorted(replayed)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.store import accounts, events, identities, merges, profiles
+from ingest.store import accounts, deletions, events, identities, merges, profiles
 from ingest.store.profiles import ProfileRow
 from workers.normalize import Event
 from workers.resolve import Graph, Key, Merge, Plan, Profile, event_keys, lookup_keys
@@ -135,3 +135,29 @@ def apply_graph(
     account_ids = accounts.upsert(conn, project_id, list(latest.values()))
     accounts.link(conn, project_id, [(real(p), account_ids[g]) for p, g in plan.account_links])
     return real
+
+
+def erase(conn: psycopg.Connection, event: Event) -> deletions.Erased:
+    """Carry out a delete call: erase the person its identifiers lead to, and record it.
+
+    Takes the identifier locks, then the profile locks, like a batch: a concurrent batch
+    of the same person waits, then finds nothing and starts a new profile. (The locks come
+    after the batch's own: a rare deadlock with another batch is retried.)"""
+    keys = event.ids.pairs()
+    owners = lock_identities(conn, event.project_id, keys)
+    erased = deletions.erase(
+        conn,
+        event.project_id,
+        sorted(set(owners.values())),
+        user_ids=[v for k, v in keys if k == "user_id"],
+        anonymous_ids=[v for k, v in keys if k == "anonymous_id"],
+    )
+    deletions.record(
+        conn,
+        event.project_id,
+        event.message_id,
+        [f"{kind}:{value}" for kind, value in keys],
+        event.received_at,
+        erased,
+    )
+    return erased

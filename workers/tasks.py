@@ -219,6 +219,7 @@ def worker_metrics(result: pipeline.BatchResult, seconds: float | None) -> dict[
     }
     out["merges"] = result.total("merges")
     out["merges_refused"] = result.total("merges_refused")
+    out["deletions"] = result.total("deletions")
     for stage, spent in result.seconds.items():
         out[f"stage_us:{stage}"] = int(spent * 1_000_000)
     if seconds is not None:

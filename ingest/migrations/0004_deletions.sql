@@ -1,0 +1,26 @@
+-- Deletion of a user's data (Segment's `{"type": "delete", "userId": ...}`, sent by the
+-- webhook destination when a regulation request asks for it).
+
+-- One row per delete call carried out: what asked for it and what it removed. The calls'
+-- own payloads are gone with the rest; this record is what an operator shows an auditor.
+CREATE TABLE deletions (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    project_id   bigint NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    message_id   text NOT NULL,
+    identifiers  text[] NOT NULL,          -- "kind:value" the delete call named
+    received_at  timestamptz NOT NULL,
+    deleted_at   timestamptz NOT NULL DEFAULT now(),
+    profiles     integer NOT NULL,
+    events       bigint NOT NULL,
+    identities   integer NOT NULL,
+    dead_letters integer NOT NULL,
+    rejections   integer NOT NULL
+);
+CREATE INDEX deletions_project_idx ON deletions (project_id, deleted_at);
+
+-- Erasing a profile walks its merge tree and removes the merge records naming it; without
+-- these, each profile row deleted would scan profiles and profile_merges for references
+-- (foreign key checks). Merges are rare, so the partial index is small.
+CREATE INDEX profiles_merged_into_idx ON profiles (merged_into) WHERE merged_into IS NOT NULL;
+CREATE INDEX profile_merges_from_idx ON profile_merges (from_profile);
+CREATE INDEX profile_merges_into_idx ON profile_merges (into_profile);

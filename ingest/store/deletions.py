@@ -1,0 +1,146 @@
+"""The `deletions` table, and erasing everything stored of one person.
+
+SQL in one place: a person is the profiles holding the delete call's identifiers, every
+profile those were merged into, and every profile merged into any of them (the whole merge
+tree: one person, whatever ids they used). Their events, identities, account links, merge
+records and profiles go, with dead letters and rejections whose payload names the
+identifiers. Accounts (companies) stay; deduplication keys stay too (they hold no personal
+data, and they keep a sender's retry of an old call from bringing it back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    profiles: int
+    events: int
+    identities: int
+    dead_letters: int
+    rejections: int
+
+
+ERASE = """
+WITH RECURSIVE
+up (id, merged_into) AS (
+    SELECT id, merged_into FROM profiles
+    WHERE project_id = %(project)s AND id = ANY(%(profiles)s::bigint[])
+    UNION
+    SELECT p.id, p.merged_into FROM profiles p JOIN up ON p.id = up.merged_into
+),
+person (id) AS (
+    SELECT id FROM up
+    UNION
+    SELECT p.id FROM profiles p JOIN person ON p.merged_into = person.id
+),
+gone_events AS (
+    DELETE FROM events WHERE profile_id IN (SELECT id FROM person) RETURNING 1
+),
+gone_identities AS (
+    DELETE FROM identities WHERE profile_id IN (SELECT id FROM person) RETURNING 1
+),
+gone_links AS (
+    DELETE FROM profile_accounts WHERE profile_id IN (SELECT id FROM person) RETURNING 1
+),
+gone_merges AS (
+    DELETE FROM profile_merges
+    WHERE from_profile IN (SELECT id FROM person) OR into_profile IN (SELECT id FROM person)
+    RETURNING 1
+),
+gone_profiles AS (
+    DELETE FROM profiles WHERE id IN (SELECT id FROM person) RETURNING 1
+),
+gone_letters AS (
+    DELETE FROM dead_letters
+    WHERE project_id = %(project)s
+      AND (payload->>'userId' = ANY(%(user_ids)s::text[])
+           OR payload->>'anonymousId' = ANY(%(anonymous_ids)s::text[]))
+    RETURNING 1
+),
+gone_rejections AS (
+    -- a rejection keeps the raw text it refused (not always JSON): match the ids as JSON
+    -- strings anywhere in it
+    DELETE FROM rejections r
+    WHERE r.project_id = %(project)s
+      AND EXISTS (SELECT 1 FROM unnest(%(quoted)s::text[]) AS q
+                  WHERE strpos(r.payload, q) > 0)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone_profiles), (SELECT count(*) FROM gone_events),
+       (SELECT count(*) FROM gone_identities), (SELECT count(*) FROM gone_letters),
+       (SELECT count(*) FROM gone_rejections)
+"""
+
+
+def erase(
+    conn: psycopg.Connection,
+    project_id: int,
+    profiles: list[int],
+    user_ids: list[str],
+    anonymous_ids: list[str],
+) -> Erased:
+    """Erase the person holding `profiles` (already locked by the caller) and the dead
+    letters and rejections naming `user_ids` / `anonymous_ids`."""
+    quoted = [orjson.dumps(v).decode() for v in [*user_ids, *anonymous_ids]]
+    row = conn.execute(
+        ERASE,
+        {
+            "project": project_id,
+            "profiles": profiles,
+            "user_ids": user_ids,
+            "anonymous_ids": anonymous_ids,
+            "quoted": quoted,
+        },
+    ).fetchone()
+    assert row is not None
+    return Erased(*(int(n) for n in row))
+
+
+def record(
+    conn: psycopg.Connection,
+    project_id: int,
+    message_id: str,
+    identifiers: list[str],
+    received_at: datetime,
+    erased: Erased,
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO deletions (project_id, message_id, identifiers, received_at, profiles,
+                               events, identities, dead_letters, rejections)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            project_id,
+            message_id,
+            identifiers,
+            received_at,
+            erased.profiles,
+            erased.events,
+            erased.identities,
+            erased.dead_letters,
+            erased.rejections,
+        ),
+    )
+
+
+def list_recent(
+    conn: psycopg.Connection, project_id: int, limit: int = 100
+) -> list[dict[str, object]]:
+    """The latest deletions of a project, newest first."""
+    cur = conn.execute(
+        """
+        SELECT id, message_id, identifiers, received_at, deleted_at, profiles, events,
+               identities, dead_letters, rejections
+        FROM deletions WHERE project_id = %s ORDER BY deleted_at DESC, id DESC LIMIT %s
+        """,
+        (project_id, limit),
+    )
+    names = [c.name for c in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
