@@ -255,7 +255,9 @@ class Settings(BaseSettings):
 
     @property
     def connection_options(self) -> dict[str, Any]:
-        """Keyword arguments of every psycopg connection (pools, CLI, receiver)."""
+        """Keyword arguments of the psycopg connections that run repeated queries: the
+        worker and admin pools, the CLI's. (The receiver's key reload and `migrate` run a
+        query or two per connection: psycopg prepares after 5 runs, so never there.)"""
         return {} if self.db_prepared_statements else {"prepare_threshold": None}
 
     def require_redis_url(self) -> str:

@@ -2,12 +2,17 @@
 
 Safe to run twice or from several processes at once: the whole run holds a PostgreSQL
 advisory lock, so a second `migrate` waits for the first and then finds nothing to do.
+It waits by trying again every half second, never inside a blocked statement: a
+migration building an index CONCURRENTLY (0004) waits for every open transaction of the
+database, a waiter blocked in `pg_advisory_lock` is one, and it waits in turn for the
+migrator's lock, held on another connection: a deadlock PostgreSQL cannot see.
 Holding that lock also makes it safe to clear yoyo's own lock row, which a `migrate`
 killed mid-run would otherwise leave behind.
 """
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +21,7 @@ from yoyo import get_backend, read_migrations
 
 # An arbitrary constant: the advisory lock key all koala-ingest migrators agree on.
 ADVISORY_LOCK_KEY = 0x6B6F616C61  # "koala"
+LOCK_POLL_SECONDS = 0.5
 
 
 def _yoyo_url(database_url: str) -> str:
@@ -31,7 +37,8 @@ def migrate(database_url: str) -> list[str]:
     """Apply every pending migration; return the ids of those applied by this call."""
     migrations = read_migrations(migrations_dir())
     with psycopg.connect(database_url, autocommit=True) as lock_conn:
-        lock_conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        while not _try_lock(lock_conn):
+            time.sleep(LOCK_POLL_SECONDS)
         try:
             backend = get_backend(_yoyo_url(database_url))
             try:
@@ -46,6 +53,11 @@ def migrate(database_url: str) -> list[str]:
             return applied
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def _try_lock(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+    return bool(row and row[0])
 
 
 def pending(database_url: str) -> list[str]:

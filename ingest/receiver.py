@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -124,10 +124,21 @@ def now_iso() -> str:
     return _stamp[1]
 
 
+# Longer headers are decoded each time: a cache of whatever anyone sends must stay small.
+CACHED_HEADER_CHARS = 256
+
+
 @functools.lru_cache(maxsize=4096)
-def _header_key(header: str) -> str | None:
-    """`basic_auth_key` remembered per header: senders repeat the same one on every call."""
+def _cached_header_key(header: str) -> str | None:
     return basic_auth_key(header)
+
+
+def _header_key(header: str) -> str | None:
+    """`basic_auth_key` remembered per header (senders repeat the same one on every call),
+    for headers of a real key's size only: at most 4096 x 256 characters held."""
+    if len(header) > CACHED_HEADER_CHARS:
+        return basic_auth_key(header)
+    return _cached_header_key(header)
 
 
 class RawHeaders:
@@ -135,8 +146,9 @@ class RawHeaders:
 
     __slots__ = ("_raw",)
 
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        # ASGI promises an iterable; uvicorn gives a list (read more than once here)
+        self._raw = raw if isinstance(raw, list) else list(raw)
 
     def get(self, name: str) -> str | None:
         wanted = name.encode("latin-1")

@@ -78,6 +78,11 @@ def test_workers_decode_task_bodies_with_orjson_and_read_what_every_producer_wri
     assert loads(data, content_type, encoding, accept=accept) == [[requests], {}, embed]
     body = base64.b64decode(orjson.loads(celery_message("ingest", requests))["body"])
     assert loads(body, "application/json", "utf-8", accept=accept) == [[requests], {}, embed]
+    # a property shaped like a kombu type marker is data, kept as sent (kombu made it a Decimal)
+    marker = {"__type__": "decimal", "__value__": "1.5"}
+    marked = [{**requests[0], "calls": [{"properties": {"price": marker}}]}]
+    body = base64.b64decode(orjson.loads(celery_message("ingest", marked))["body"])
+    assert loads(body, "application/json", "utf-8", accept=accept)[0][0] == marked
 
 
 def test_a_signed_webhook_delete_erases_the_person_through_receiver_and_worker(
