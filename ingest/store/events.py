@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,6 +35,22 @@ COLUMNS = (
 )
 
 
+# COPY in PostgreSQL's binary format: no text escaping of the JSON on our side, no parsing
+# of numbers and timestamps on the server's (bench/README.md: what it bought).
+COPY_TYPES = [
+    "int8", "text", "int8", "text", "text", "text", "jsonb", "jsonb",
+    "timestamptz", "timestamptz", "timestamptz", "timestamptz", "text", "jsonb", "text[]",
+]  # fmt: skip
+
+
+def copy_rows(conn: psycopg.Connection, table: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """COPY rows of the events columns into `table` (events, or the benchmark's copy)."""
+    with conn.cursor().copy(f"COPY {table} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(COPY_TYPES)
+        for row in rows:
+            copy.write_row(row)
+
+
 def insert(
     conn: psycopg.Connection,
     events: Sequence[EventLike],
@@ -44,27 +60,30 @@ def insert(
     """COPY the events in (one round trip for the whole batch)."""
     if not events:
         return
-    with conn.cursor().copy(f"COPY events ({COLUMNS}) FROM STDIN") as copy:
-        for e, profile_id, ids in zip(events, profile_ids, identifiers, strict=True):
-            copy.write_row(
-                (
-                    e.project_id,
-                    e.message_id,
-                    profile_id,
-                    e.type,
-                    e.event,
-                    e.name,
-                    jsonb(e.properties),
-                    jsonb(e.context),
-                    e.timestamp,
-                    e.original_timestamp,
-                    e.sent_at,
-                    e.received_at,
-                    e.source,
-                    jsonb(e.payload),
-                    ids,
-                )
+    copy_rows(
+        conn,
+        "events",
+        (
+            (
+                e.project_id,
+                e.message_id,
+                profile_id,
+                e.type,
+                e.event,
+                e.name,
+                jsonb(e.properties),
+                jsonb(e.context),
+                e.timestamp,
+                e.original_timestamp,
+                e.sent_at,
+                e.received_at,
+                e.source,
+                jsonb(e.payload),
+                ids,
             )
+            for e, profile_id, ids in zip(events, profile_ids, identifiers, strict=True)
+        ),
+    )
 
 
 def move(conn: psycopg.Connection, pairs: list[tuple[int, int]]) -> None:
