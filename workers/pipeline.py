@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # restarting, deadlocks and serialization failures between concurrent batches. Live
 # batches (workers/tasks.py) and job steps (workers/jobs.py) retry the same ones.
 RETRYABLE: tuple[type[BaseException], ...] = (
+    # also "out of shared memory" (class 53): a lock table filled by concurrent batches
+    # (docs/scaling.md, max_locks_per_transaction)
     psycopg.OperationalError,
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
