@@ -534,6 +534,25 @@ def test_pgbouncer_without_prepared_statement_tracking_breaks_the_same_transacti
         _interleaved_batches(bouncer.url("koala"), rounds=20)
 
 
+def _queue_poisoned_batches(servers: Servers, project: Project, queue: str, tag: str) -> None:
+    """30 batches of 3 calls on `queue`, the 11th with a poison call (savepoints, bisection)."""
+    messages = [
+        celery_message(queue, [_request(project, _calls(f"{tag}{n}", 3, poison=n == 10))])
+        for n in range(30)
+    ]
+    redis.Redis.from_url(servers.redis_url).lpush(servers.prefix + queue, *messages)
+
+
+def _settled_with_one_poison(db: psycopg.Connection, project: Project) -> bool:
+    """Every call of `_queue_poisoned_batches` stored, but the poison one dead-lettered."""
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM events WHERE project_id = %(p)s),"
+        " (SELECT count(*) FROM dead_letters WHERE project_id = %(p)s)",
+        {"p": project.id},
+    ).fetchone()
+    return row == (30 * 3 - 1, 1)
+
+
 @pytest.mark.slow
 def test_pgbouncer_ini_serves_a_real_worker_and_migrate(
     servers: Servers, project: Project, db: psycopg.Connection, tmp_path: Path
@@ -552,11 +571,7 @@ def test_pgbouncer_ini_serves_a_real_worker_and_migrate(
         )
         assert done.returncode == 0, done.stderr
         assert "up to date" in done.stdout
-        messages = [
-            celery_message(queue, [_request(project, _calls(f"w{n}", 3, poison=n == 10))])
-            for n in range(30)
-        ]
-        redis.Redis.from_url(servers.redis_url).lpush(servers.prefix + queue, *messages)
+        _queue_poisoned_batches(servers, project, queue, "w")
         worker = start_worker(
             servers,
             tmp_path,
@@ -566,16 +581,7 @@ def test_pgbouncer_ini_serves_a_real_worker_and_migrate(
             KOALA_QUEUE_NAME=queue,
         )
         try:
-
-            def settled() -> bool:
-                row = db.execute(
-                    "SELECT (SELECT count(*) FROM events WHERE project_id = %(p)s),"
-                    " (SELECT count(*) FROM dead_letters WHERE project_id = %(p)s)",
-                    {"p": project.id},
-                ).fetchone()
-                return row == (30 * 3 - 1, 1)
-
-            wait_for(settled, timeout=60)
+            wait_for(lambda: _settled_with_one_poison(db, project), timeout=60)
             stats = bouncer.stats()["koala"]
         finally:
             worker.stop()
@@ -602,11 +608,7 @@ def test_prepared_statements_off_carry_a_real_worker_through_a_pgbouncer_without
         # settings an old PgBouncer does not know; on a newer one, tracking turned off
         max_prepared_statements=None if old else "0",
     ) as bouncer:
-        messages = [
-            celery_message(queue, [_request(project, _calls(f"np{n}", 3, poison=n == 10))])
-            for n in range(30)
-        ]
-        redis.Redis.from_url(servers.redis_url).lpush(servers.prefix + queue, *messages)
+        _queue_poisoned_batches(servers, project, queue, "np")
         worker = start_worker(
             servers,
             tmp_path,
@@ -617,17 +619,8 @@ def test_prepared_statements_off_carry_a_real_worker_through_a_pgbouncer_without
             KOALA_DB_PREPARED_STATEMENTS=prepared,
         )
         try:
-
-            def settled() -> bool:
-                row = db.execute(
-                    "SELECT (SELECT count(*) FROM events WHERE project_id = %(p)s),"
-                    " (SELECT count(*) FROM dead_letters WHERE project_id = %(p)s)",
-                    {"p": project.id},
-                ).fetchone()
-                return row == (30 * 3 - 1, 1)
-
             if prepared == "false":
-                wait_for(settled, timeout=60)
+                wait_for(lambda: _settled_with_one_poison(db, project), timeout=60)
             else:
                 wait_for(lambda: "prepared statement" in worker.output(), timeout=60)
         finally:
