@@ -33,7 +33,16 @@ import psycopg
 import pytest
 import redis
 import yaml
-from conftest import ROOT, Servers, koala, received_now, start_receiver, start_worker, wait_for
+from conftest import (
+    ROOT,
+    Proc,
+    Servers,
+    koala,
+    received_now,
+    start_receiver,
+    start_worker,
+    wait_for,
+)
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -543,6 +552,22 @@ def _queue_poisoned_batches(servers: Servers, project: Project, queue: str, tag:
     redis.Redis.from_url(servers.redis_url).lpush(servers.prefix + queue, *messages)
 
 
+def _bouncer_worker(
+    servers: Servers, tmp: Path, bouncer: Bouncer, queue: str, name: str, **env: str
+) -> Proc:
+    """A real worker (prefork, 2 processes) on `queue`, its DATABASE_URL through PgBouncer's
+    transaction-pooling database."""
+    return start_worker(
+        servers,
+        tmp,
+        name=name,
+        concurrency=2,
+        DATABASE_URL=bouncer.url("koala"),
+        KOALA_QUEUE_NAME=queue,
+        **env,
+    )
+
+
 def _settled_with_one_poison(db: psycopg.Connection, project: Project) -> bool:
     """Every call of `_queue_poisoned_batches` stored, but the poison one dead-lettered."""
     row = db.execute(
@@ -572,14 +597,7 @@ def test_pgbouncer_ini_serves_a_real_worker_and_migrate(
         assert done.returncode == 0, done.stderr
         assert "up to date" in done.stdout
         _queue_poisoned_batches(servers, project, queue, "w")
-        worker = start_worker(
-            servers,
-            tmp_path,
-            name="bouncer",
-            concurrency=2,
-            DATABASE_URL=bouncer.url("koala"),
-            KOALA_QUEUE_NAME=queue,
-        )
+        worker = _bouncer_worker(servers, tmp_path, bouncer, queue, "bouncer")
         try:
             wait_for(lambda: _settled_with_one_poison(db, project), timeout=60)
             stats = bouncer.stats()["koala"]
@@ -609,14 +627,8 @@ def test_prepared_statements_off_carry_a_real_worker_through_a_pgbouncer_without
         max_prepared_statements=None if old else "0",
     ) as bouncer:
         _queue_poisoned_batches(servers, project, queue, "np")
-        worker = start_worker(
-            servers,
-            tmp_path,
-            name="noprepare",
-            concurrency=2,
-            DATABASE_URL=bouncer.url("koala"),
-            KOALA_QUEUE_NAME=queue,
-            KOALA_DB_PREPARED_STATEMENTS=prepared,
+        worker = _bouncer_worker(
+            servers, tmp_path, bouncer, queue, "noprepare", KOALA_DB_PREPARED_STATEMENTS=prepared
         )
         try:
             if prepared == "false":
