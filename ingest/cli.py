@@ -245,6 +245,35 @@ def events_list(
     console.print(table)
 
 
+@app.command("deletions")
+def deletions_list(
+    name: str,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delete calls carried out in a project, newest first: what each named and erased."""
+    from ingest.store import deletions
+
+    with _connect(_settings(), autocommit=True) as conn:
+        rows = deletions.list_recent(conn, _project(conn, name).id, limit)
+    if as_json:
+        _print_json({"deletions": rows})
+        return
+    table = Table(
+        "deleted at", "identifiers", "profiles", "events", "letters + rejections",
+        title=f"deletions in {name}",
+    )  # fmt: skip
+    for d in rows:
+        table.add_row(
+            str(d["deleted_at"]),
+            ", ".join(d["identifiers"]),  # type: ignore[arg-type]
+            str(d["profiles"]),
+            str(d["events"]),
+            f"{d['dead_letters']} + {d['rejections']}",
+        )
+    console.print(table)
+
+
 def _selection(
     conn: psycopg.Connection,
     project: str | None,

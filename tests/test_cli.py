@@ -85,3 +85,31 @@ def test_reprocess_applies_a_changed_rule_to_a_range_and_jobs_shows_the_run(
     assert (shown["status"], shown["project"], shown["trigger"]) == ("done", project.name, "cli")
     assert run(servers, "jobs", "cancel", str(job_id)).stdout.strip().endswith("done")
     assert run(servers, "jobs", "show", "999999999").returncode == 1
+
+
+def test_deletions_lists_what_each_delete_call_named_and_erased(
+    servers: Servers, db: psycopg.Connection
+) -> None:
+    from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
+    from ingest.store import projects
+    from workers.normalize import Rules
+    from workers.pipeline import process
+
+    project = projects.create(db, f"del-{secrets.token_hex(3)}", webhook_secret="s")
+    stamp = "2026-11-23T12:00:00Z"
+    calls = [
+        {"type": "track", "event": "E", "userId": "fay", "messageId": "f-1", "receivedAt": stamp},
+        {"type": "delete", "userId": "fay", "messageId": "f-2", "receivedAt": stamp},
+    ]
+    request = {"project_id": project.id, "source": "webhook", "shared": None,
+               "received_at": stamp, "calls": calls, "rejected": []}  # fmt: skip
+    with db.transaction():
+        process(db, [request], Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS)))
+    done = run(servers, "deletions", project.name, "--json")
+    assert done.returncode == 0, done.stderr
+    [listed] = json.loads(done.stdout)["deletions"]
+    assert (listed["message_id"], listed["identifiers"], listed["events"]) == (
+        "f-2", ["user_id:fay"], 1
+    )  # fmt: skip
+    table = run(servers, "deletions", project.name)
+    assert "user_id:fay" in table.stdout
