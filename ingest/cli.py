@@ -266,7 +266,7 @@ def deletions_list(
     for d in rows:
         table.add_row(
             str(d["deleted_at"]),
-            ", ".join(d["identifiers"]),  # type: ignore[arg-type]
+            ", ".join(d["identifiers"]),
             str(d["profiles"]),
             str(d["events"]),
             f"{d['dead_letters']} + {d['rejections']}",

@@ -7,7 +7,9 @@ answers for the whole cluster, so scrape one of them (or all, and use `max`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
@@ -42,6 +44,17 @@ REQUEST_ERRORS = Counter(
     ["code"],
     registry=REGISTRY,
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def labelled(metric: Counter, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once per label set. prometheus_client's lookup
+    takes a lock and builds a key on every call: a measurable share of a single call's
+    cost in the receiver (bench/README.md). Label sets here are few (endpoints, statuses,
+    sources, refusal codes)."""
+    return metric.labels(*values)
+
+
 QUEUE_DEPTH = Gauge(
     "koala_queue_depth_messages",
     "Messages waiting in the ingest queue, as last seen by this receiver.",

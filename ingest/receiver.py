@@ -224,7 +224,6 @@ class Receiver:
         self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
         self._tasks: list[asyncio.Task[None]] = []
         self.breaker: dict[str, Any] | None = None
-        self._accepted_counters: dict[str, Any] = {}  # source -> labelled counter
 
     async def start(self) -> None:
         self._tasks = [
@@ -314,12 +313,9 @@ class Receiver:
             log.warning("queue unavailable: %s", error)
             raise WireError(503, "queue_unavailable", "the queue is unavailable") from None
         if parsed.calls:
-            accepted = self._accepted_counters.get(source)
-            if accepted is None:
-                accepted = self._accepted_counters[source] = metrics.CALLS_ACCEPTED.labels(source)
-            accepted.inc(len(parsed.calls))
+            metrics.labelled(metrics.CALLS_ACCEPTED, source).inc(len(parsed.calls))
         for rejection in parsed.rejected:
-            metrics.CALLS_REJECTED.labels(source, rejection.code).inc()
+            metrics.labelled(metrics.CALLS_REJECTED, source, rejection.code).inc()
 
     async def refuse_single(
         self, project: Project, source: str, parsed: Parsed, received_at: str
@@ -444,7 +440,6 @@ def endpoint(
 ) -> Callable[[RequestT], Awaitable[Answer]]:
     """Map WireError to its answer, a plain result to JSON, and count every answer by
     endpoint kind and status."""
-    counted: dict[int, Any] = {}  # status -> its labelled counter, looked up once
 
     async def run(request: RequestT) -> Answer:
         try:
@@ -453,14 +448,9 @@ def endpoint(
                 result if isinstance(result, Response | JSONAnswer) else json_response(result)
             )
         except WireError as error:
-            metrics.REQUEST_ERRORS.labels(error.code).inc()
+            metrics.labelled(metrics.REQUEST_ERRORS, error.code).inc()
             response = error_response(error)
-        counter = counted.get(response.status_code)
-        if counter is None:
-            counter = counted[response.status_code] = metrics.REQUESTS.labels(
-                kind, str(response.status_code)
-            )
-        counter.inc()
+        metrics.labelled(metrics.REQUESTS, kind, str(response.status_code)).inc()
         return response
 
     return run

@@ -24,7 +24,9 @@ from typing import Any
 import orjson
 
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
-DELETE_TYPE = "delete"  # see _problem: only from a signed webhook
+# Segment's `{"type": "delete", "userId": ...}`: not an event but an order to erase a
+# person (workers/store.py `erase`); taken only from a signed webhook (see _problem).
+DELETE_TYPE = "delete"
 SHORT_PATHS = {
     "t": "track",
     "i": "identify",

@@ -44,11 +44,6 @@ class Rules:
         return cls(frozenset(params["blocked"]), bool(params["strip_plus_tags"]))
 
 
-# Segment's `{"type": "delete", "userId": ...}`: not an event but an order to erase a person
-# (workers/store.py `erase`); the receiver takes it only from a signed webhook.
-DELETE = "delete"
-
-
 class NormalizeError(ValueError):
     """A call that cannot become an event (a permanent failure: dead letter, not retry)."""
 

@@ -23,9 +23,10 @@ import psycopg
 from ingest.store import counters, dead_letters, rejections
 from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
+from ingest.wire import DELETE_TYPE
 from workers import store
 from workers.dedupe import dedupe
-from workers.normalize import DELETE, Event, NormalizeError, Rules, normalize
+from workers.normalize import Event, NormalizeError, Rules, normalize
 from workers.resolve import resolve
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,8 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
 
     # Delete calls are carried out after the batch's other calls are stored: a delete
     # erases everything of its person stored up to and including its batch.
-    deletes = [e for e in deduped.new if e.type == DELETE]
-    keep = [e for e in deduped.new if e.type != DELETE] if deletes else deduped.new
+    deletes = [e for e in deduped.new if e.type == DELETE_TYPE]
+    keep = [e for e in deduped.new if e.type != DELETE_TYPE] if deletes else deduped.new
     by_project = sorted(keep, key=lambda e: e.project_id)  # stable: arrival order kept
     for project_id, group in groupby(by_project, key=lambda e: e.project_id):
         batch = list(group)

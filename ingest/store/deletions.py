@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 import psycopg
+from psycopg.rows import dict_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +134,15 @@ def record(
 
 def list_recent(
     conn: psycopg.Connection, project_id: int, limit: int = 100
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """The latest deletions of a project, newest first."""
-    cur = conn.execute(
-        """
-        SELECT id, message_id, identifiers, received_at, deleted_at, profiles, events,
-               identities, dead_letters, rejections
-        FROM deletions WHERE project_id = %s ORDER BY deleted_at DESC, id DESC LIMIT %s
-        """,
-        (project_id, limit),
-    )
-    names = [c.name for c in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            SELECT id, message_id, identifiers, received_at, deleted_at, profiles, events,
+                   identities, dead_letters, rejections
+            FROM deletions WHERE project_id = %s ORDER BY deleted_at DESC, id DESC LIMIT %s
+            """,
+            (project_id, limit),
+        )
+        return cur.fetchall()
