@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import ConnectionPool
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ingest import reports
+from ingest import cors, reports
 from ingest.config import Settings
 from ingest.replay import replay as replay_letters
 from ingest.store import dead_letters, deletions, jobs, projects, rejections
@@ -183,8 +184,6 @@ class Admin:
         return letter  # type: ignore[no-any-return]
 
     async def replay(self, request: Request) -> dict[str, Any]:
-        import orjson
-
         project = await self.project(request)
         try:
             body = orjson.loads(await request.body() or b"{}")
@@ -229,7 +228,6 @@ class Admin:
 
     async def reprocess(self, request: Request) -> Any:
         """Start (or resume) reprocessing of a project's time range on the workers."""
-        import orjson
         import redis as sync_redis
         from starlette.responses import Response
 
@@ -286,6 +284,27 @@ class Admin:
             media_type="application/json",
         )
 
+    async def allowed_origins(self, request: Request) -> dict[str, Any]:
+        """Replace the project's allowed origins (ingest/cors.py); `null` takes any."""
+        project = await self.project(request)
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise WireError(400, "invalid_json", "the body is not JSON") from None
+        if not isinstance(body, dict) or set(body) != {"allowed_origins"}:
+            raise WireError(400, "invalid_body", 'the body is {"allowed_origins": [...] or null}')
+        given = body["allowed_origins"]
+        if given is not None and not (
+            isinstance(given, list) and all(isinstance(o, str) for o in given)
+        ):
+            raise WireError(400, "invalid_body", "allowed_origins is a list of strings or null")
+        try:
+            wanted = None if given is None else list(cors.normalize_origins(given))
+        except cors.InvalidOrigin as error:
+            raise WireError(400, "invalid_origin", str(error)) from None
+        await self.query(lambda conn: projects.set_allowed_origins(conn, project.name, wanted))
+        return {"project": project.name, "allowed_origins": wanted}
+
     async def jobs(self, request: Request) -> dict[str, Any]:
         kind = request.query_params.get("kind") or None
         if kind is not None and kind not in jobs.KINDS:
@@ -332,6 +351,11 @@ class Admin:
             ),
             Route(base + "/rejections", wrap("admin", guarded(self.rejections)), methods=["GET"]),
             Route(base + "/deletions", wrap("admin", guarded(self.deletions)), methods=["GET"]),
+            Route(
+                base + "/allowed-origins",
+                wrap("admin", guarded(self.allowed_origins)),
+                methods=["PUT"],
+            ),
             Route(
                 base + "/dead-letters", wrap("admin", guarded(self.dead_letters)), methods=["GET"]
             ),

@@ -80,12 +80,20 @@ def projects_create(
     webhook_secret: Annotated[
         str | None, typer.Option(help="Shared secret of Segment's webhook (X-Signature).")
     ] = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An origin whose browsers may send (repeat it; https://*.acme.com for"
+            " subdomains). None given: any origin."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Create a project and print its public key (the Segment write key)."""
+    origins = _origins(allowed_origin) if allowed_origin else None
     with _connect(_settings()) as conn:
         try:
-            project = projects.create(conn, name, webhook_secret)
+            project = projects.create(conn, name, webhook_secret, origins)
         except projects.ProjectExists:
             raise _fail(f"a project named {name!r} already exists") from None
         except psycopg.errors.CheckViolation:
@@ -116,16 +124,55 @@ def projects_list(
                         "name": p.name,
                         "public_key": p.public_key,
                         "webhook_secret": bool(p.webhook_secret),
+                        "allowed_origins": p.allowed_origins,
                     }
                     for p in rows
                 ]
             ).decode()
         )
         return
-    table = Table("id", "name", "public key", "webhook secret")
+    table = Table("id", "name", "public key", "webhook secret", "allowed origins")
     for p in rows:
-        table.add_row(str(p.id), p.name, p.public_key, "yes" if p.webhook_secret else "no")
+        table.add_row(
+            str(p.id),
+            p.name,
+            p.public_key,
+            "yes" if p.webhook_secret else "no",
+            " ".join(p.allowed_origins) if p.allowed_origins is not None else "any",
+        )
     console.print(table)
+
+
+@projects_app.command("origins")
+def projects_origins(
+    name: str,
+    origin: Annotated[
+        list[str] | None,
+        typer.Argument(help="Origins whose browsers may send (https://*.acme.com: subdomains)."),
+    ] = None,
+    any_origin: Annotated[
+        bool, typer.Option("--any", help="Take calls from any origin (the default).")
+    ] = False,
+) -> None:
+    """Set the origins a project's browser calls may come from; other origins are refused
+    (403 origin_not_allowed, kept as rejections). Calls without Origin (server-side SDKs)
+    are always taken. Receivers apply it within KOALA_KEY_CACHE_SECONDS."""
+    if any_origin == bool(origin):
+        raise _fail("give the allowed origins, or --any")
+    wanted = None if any_origin else _origins(origin or [])
+    with _connect(_settings()) as conn:
+        if not projects.set_allowed_origins(conn, name, wanted):
+            raise _fail(f"no active project named {name!r}")
+    typer.echo(f"{name}: calls from " + (" ".join(wanted) if wanted else "any origin"))
+
+
+def _origins(given: list[str]) -> list[str]:
+    from ingest.cors import InvalidOrigin, normalize_origins
+
+    try:
+        return list(normalize_origins(given))
+    except InvalidOrigin as error:
+        raise _fail(str(error)) from None
 
 
 @projects_app.command("revoke")

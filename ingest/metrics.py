@@ -44,6 +44,13 @@ REQUEST_ERRORS = Counter(
     ["code"],
     registry=REGISTRY,
 )
+SDK_METRICS = Counter(
+    "koala_receiver_sdk_metrics_total",
+    "SDK telemetry analytics.js posts to /v1/m (its own invocations and errors), by metric;"
+    " not calls: nothing is stored.",
+    ["metric"],
+    registry=REGISTRY,
+)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -117,6 +117,11 @@ def _json(name: str, description: str) -> dict[str, Any]:
 ERRORS = {
     "400": _json("Error", "Invalid JSON, envelope, or (single call) an invalid call."),
     "401": _json("Error", "Unknown or missing key; bad webhook signature."),
+    "403": _json(
+        "Error",
+        "`origin_not_allowed`: the request's `Origin` is not among the project's allowed"
+        " origins (kept as a rejection).",
+    ),
     "413": _json("Error", "Over the call, request or batch limit (after decompression)."),
     "429": _json("Error", "Queue over its ceiling: retry after `Retry-After` seconds."),
     "503": _json("Error", "Queue unavailable: retry after `Retry-After` seconds."),
@@ -167,6 +172,14 @@ def build() -> dict[str, Any]:
         security=False,
         params=[KEY_PARAM],
     )
+    paths["/v1/m"] = {
+        "post": {
+            "summary": 'analytics.js\'s own telemetry (`{"series": [...]}`): counted in'
+            " `koala_receiver_sdk_metrics_total`, never stored (not calls).",
+            "requestBody": {"content": {"text/plain": {"schema": {"type": "object"}}}},
+            "responses": {"200": _json("Success", "Counted."), "400": ERRORS["400"]},
+        }
+    }
     paths["/web/projects/{public_key}/auth"] = {
         "get": {
             "summary": "Segment's connection test: 204 for a valid key.",
@@ -222,7 +235,10 @@ def build() -> dict[str, Any]:
             "title": "koala-ingest receiver",
             "version": "1",
             "description": "Receives Segment calls (Tracking API, Koala format, webhooks) and"
-            " queues them. `200` means every accepted call is in the queue.",
+            " queues them. `200` means every accepted call is in the queue. Browsers: `/v1/*`"
+            " and `/web/projects/*` answer CORS preflights (`OPTIONS`) for any origin and put"
+            " CORS headers on every answer to a request with `Origin`; a project with allowed"
+            " origins refuses calls from others (`403`).",
         },
         "paths": paths,
         "components": {
@@ -338,6 +354,44 @@ def _admin_paths() -> dict[str, Any]:
             [page[0]],
             '`{"rejections": [...]}` with code, message and payload.',
         ),
+        base + "/allowed-origins": {
+            "put": {
+                "summary": "Set the origins whose browsers may send for this project"
+                " (`scheme://host[:port]`, `https://*.acme.com` for subdomains), or `null` for"
+                " any origin (the default). Receivers apply it within KOALA_KEY_CACHE_SECONDS.",
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["allowed_origins"],
+                                "properties": {
+                                    "allowed_origins": {
+                                        "anyOf": [
+                                            {"type": "array", "items": {"type": "string"}},
+                                            {"type": "null"},
+                                        ]
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": '`{"project": name, "allowed_origins": [...] or null}`.'
+                    },
+                    "400": ERRORS["400"],
+                    "401": _json("Error", "Missing or wrong token."),
+                    "404": _json("Error", "No such project."),
+                },
+            }
+        },
         base + "/deletions": _admin_get(
             "Delete calls carried out, newest first: what each named and what it erased.",
             [page[0]],

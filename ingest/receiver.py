@@ -22,11 +22,12 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest import metrics, openapi
+from ingest import cors, metrics, openapi
 from ingest.admin import Admin
 from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
@@ -41,6 +42,7 @@ from ingest.queue import (
 )
 from ingest.store.projects import Project
 from ingest.wire import (
+    EVIDENCE_BYTES,
     SHORT_PATHS,
     BodyReader,
     Parsed,
@@ -292,6 +294,26 @@ class Receiver:
             )
         return project
 
+    async def check_origin(
+        self, request: Readable, project: Project, source: str, body: bytes
+    ) -> None:
+        """The project's allowed origins (ingest/cors.py): a browser call from another
+        origin is refused with 403 and kept as a rejection, its body as evidence."""
+        if project.allowed_origins is None:
+            return
+        origin = request.headers.get("origin")
+        if cors.origin_allowed(project.allowed_origins, origin):
+            return
+        error = WireError(
+            403,
+            "origin_not_allowed",
+            f"this project takes browser calls only from its allowed origins, not {origin!r:.200}",
+        )
+        evidence = body[:EVIDENCE_BYTES].decode("utf-8", "replace")
+        refused = Parsed(rejected=[Rejection(None, error.code, error.message, evidence)])
+        await self.enqueue(project, source, refused, now_iso())
+        raise error
+
     async def enqueue(
         self, project: Project, source: str, parsed: Parsed, received_at: str
     ) -> None:
@@ -343,6 +365,7 @@ class Receiver:
         )
         if project is None:
             project = await self.project_for(parsed.write_key)
+        await self.check_origin(request, project, "segment", body)
         if path_type is not None and parsed.rejected:
             return await self.refuse_single(project, "segment", parsed, received_at)
         await self.enqueue(project, "segment", parsed, received_at)
@@ -360,6 +383,7 @@ class Receiver:
     async def koala(self, request: Request) -> Answer:
         project = await self.project_for(request.path_params["public_key"])
         body = await self.read_body(request, project, "koala")
+        await self.check_origin(request, project, "koala", body)
         received_at = now_iso()
         doc = decode_json(body)
         try:
@@ -391,6 +415,7 @@ class Receiver:
             project.webhook_secret, body, request.headers.get("x-signature")
         ):
             raise WireError(401, "invalid_signature", "X-Signature does not match the body")
+        await self.check_origin(request, project, "webhook", body)
         received_at = now_iso()
         doc = decode_json(body)
         parsed = parse_webhook(
@@ -404,6 +429,34 @@ class Receiver:
             return await self.refuse_single(project, "webhook", parsed, received_at)
         await self.enqueue(project, "webhook", parsed, received_at)
         return self.accepted(parsed)
+
+    SDK_METRIC_NAMES = frozenset(
+        {
+            "analytics_js.invoke",
+            "analytics_js.invoke.error",
+            "analytics_js.integration.invoke",
+            "analytics_js.integration.invoke.error",
+        }
+    )
+
+    async def sdk_metrics(self, request: Readable) -> Answer:
+        """`POST /v1/m`: analytics.js's own telemetry (`{"series": [{"metric", "value",
+        "tags"}]}`), sent to its `apiHost` like Segment's API takes it. Counted by metric
+        name (others as `other`, so a sender cannot grow the label set), never stored:
+        they are not calls. No key: analytics.js sends none here."""
+        doc = decode_json(await self.read_body(request, None, "segment"))
+        series = doc.get("series") if isinstance(doc, dict) else None
+        if not isinstance(series, list):
+            raise WireError(400, "invalid_envelope", 'an SDK metrics body is {"series": [...]}')
+        for item in series[:100]:
+            if not isinstance(item, dict):
+                continue
+            name = item.get("metric")
+            value = item.get("value")
+            counted = value if isinstance(value, int) and 0 < value <= 1000 else 1
+            label = name if name in self.SDK_METRIC_NAMES else "other"
+            metrics.labelled(metrics.SDK_METRICS, label).inc(counted)
+        return JSONAnswer(SUCCESS)
 
     # --- probes ------------------------------------------------------------------------
 
@@ -462,11 +515,15 @@ HotHandler = Callable[[HotRequest], Awaitable[Answer]]
 class FastPath:
     """The hot endpoints (`/v1/*` calls and batches) dispatched by exact path, without
     Starlette's router, middleware stack and Request object; everything else goes to the
-    Starlette app. The handlers are the same ones the Starlette routes use."""
+    Starlette app. The handlers are the same ones the Starlette routes use.
+
+    A browser's request (one with `Origin`) to an ingestion path goes through CORS first
+    (ingest/cors.py), preflights included; server-side senders never pay for it."""
 
     def __init__(self, app: Starlette, handlers: dict[str, HotHandler]):
         self.app = app
         self.handlers = handlers
+        self.browser = CORSMiddleware(self.ingest, **cors.CORS)
 
     @property
     def routes(self) -> list[Any]:
@@ -477,6 +534,16 @@ class FastPath:
         return self.app.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and cors.is_browser_path(scope["path"])
+            and cors.has_origin(scope["headers"])
+        ):
+            await self.browser(scope, receive, send)
+            return
+        await self.ingest(scope, receive, send)
+
+    async def ingest(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self.handlers.get(scope["path"])
             if handler is not None:
@@ -538,6 +605,7 @@ def create_app(settings: Settings) -> FastPath:
         hot[f"/v1/{short}"] = endpoint("segment", single(call_type))
     for path in ("/v1/batch", "/v1/import", "/v1/b"):
         hot[path] = endpoint("segment", batch)
+    hot["/v1/m"] = endpoint("sdk_metrics", receiver.sdk_metrics)
     routes = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]
     routes += [Route(path, handler, methods=["POST"]) for path, handler in hot.items()]
     routes += [

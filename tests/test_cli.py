@@ -46,6 +46,31 @@ def test_projects_list_shows_created_projects(servers: Servers) -> None:
     assert name in {p["name"] for p in listed}
 
 
+def test_projects_allowed_origins_are_set_normalized_listed_and_cleared(
+    servers: Servers,
+) -> None:
+    name = f"origins-{secrets.token_hex(3)}"
+    created = run(
+        servers, "projects", "create", name, "--allowed-origin", "https://WWW.Acme.com:443/"
+    )
+    assert created.returncode == 0, created.stderr
+
+    def listed() -> object:
+        rows = json.loads(run(servers, "projects", "list", "--json").stdout)
+        return next(p["allowed_origins"] for p in rows if p["name"] == name)
+
+    assert listed() == ["https://www.acme.com"]
+    done = run(servers, "projects", "origins", name, "https://*.acme.io", "http://localhost:3000")
+    assert done.returncode == 0, done.stderr
+    assert listed() == ["https://*.acme.io", "http://localhost:3000"]
+    bad = run(servers, "projects", "origins", name, "acme.com/pricing")
+    assert bad.returncode == 1 and "origin" in bad.stderr
+    assert listed() == ["https://*.acme.io", "http://localhost:3000"]  # unchanged
+    assert run(servers, "projects", "origins", name).returncode == 1  # neither list nor --any
+    assert run(servers, "projects", "origins", name, "--any").returncode == 0
+    assert listed() is None
+
+
 def test_reprocess_applies_a_changed_rule_to_a_range_and_jobs_shows_the_run(
     servers: Servers, db: psycopg.Connection
 ) -> None:

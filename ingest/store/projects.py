@@ -15,9 +15,12 @@ class Project:
     name: str
     public_key: str
     webhook_secret: str | None
+    # None: calls from any browser origin (ingest/cors.py); else only from these
+    allowed_origins: list[str] | None = None
 
 
-ACTIVE = "SELECT id, name, public_key, webhook_secret FROM projects WHERE revoked_at IS NULL"
+COLUMNS = "id, name, public_key, webhook_secret, allowed_origins"
+ACTIVE = f"SELECT {COLUMNS} FROM projects WHERE revoked_at IS NULL"
 
 
 class ProjectExists(Exception):
@@ -29,16 +32,22 @@ def new_public_key() -> str:
     return "pk_" + secrets.token_hex(16)
 
 
-def create(conn: psycopg.Connection, name: str, webhook_secret: str | None = None) -> Project:
+def create(
+    conn: psycopg.Connection,
+    name: str,
+    webhook_secret: str | None = None,
+    allowed_origins: list[str] | None = None,
+) -> Project:
+    """`allowed_origins` as `ingest.cors.normalize_origins` returns them (None: any)."""
     try:
         with conn.transaction(), conn.cursor(row_factory=class_row(Project)) as cur:
             cur.execute(
-                """
-                INSERT INTO projects (name, public_key, webhook_secret)
-                VALUES (%s, %s, %s)
-                RETURNING id, name, public_key, webhook_secret
+                f"""
+                INSERT INTO projects (name, public_key, webhook_secret, allowed_origins)
+                VALUES (%s, %s, %s, %s)
+                RETURNING {COLUMNS}
                 """,
-                (name, new_public_key(), webhook_secret),
+                (name, new_public_key(), webhook_secret, allowed_origins),
             )
             row = cur.fetchone()
     except psycopg.errors.UniqueViolation:
@@ -49,11 +58,7 @@ def create(conn: psycopg.Connection, name: str, webhook_secret: str | None = Non
 
 def get_by_name(conn: psycopg.Connection, name: str) -> Project | None:
     with conn.cursor(row_factory=class_row(Project)) as cur:
-        cur.execute(
-            "SELECT id, name, public_key, webhook_secret FROM projects"
-            " WHERE name = %s AND revoked_at IS NULL",
-            (name,),
-        )
+        cur.execute(f"{ACTIVE} AND name = %s", (name,))
         return cur.fetchone()
 
 
@@ -68,6 +73,19 @@ async def list_active_async(conn: psycopg.AsyncConnection) -> list[Project]:
     async with conn.cursor(row_factory=class_row(Project)) as cur:
         await cur.execute(ACTIVE)
         return await cur.fetchall()
+
+
+def set_allowed_origins(
+    conn: psycopg.Connection, name: str, allowed_origins: list[str] | None
+) -> bool:
+    """Replace a project's allowed origins (None: any origin). The receivers apply it
+    within KOALA_KEY_CACHE_SECONDS (their key cache carries it)."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE projects SET allowed_origins = %s WHERE name = %s AND revoked_at IS NULL",
+            (allowed_origins, name),
+        )
+        return cur.rowcount == 1
 
 
 def revoke(conn: psycopg.Connection, name: str) -> bool:
