@@ -166,14 +166,19 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def content_message_id(call: dict[str, Any]) -> str:
+def content_message_id(call: dict[str, Any], shared: dict[str, Any] | None = None) -> str:
     """A messageId derived from the call's content, for calls sent without one.
 
     Fields a sender's retry changes (`sentAt`, `writeKey`) and server stamps (`receivedAt`)
     are left out, so the same call retried gets the same id and is deduplicated downstream.
+    `shared`: the request-level fields of the Koala format (`profile_id`, `email`, ...) that
+    say whose call it is: without them two visitors sending the same event collided and the
+    second visitor's call was dropped as a duplicate (issue #13). Segment calls carry their
+    identity inside, and their ids are unchanged by this.
     """
     stable = {k: v for k, v in call.items() if k not in ("sentAt", "receivedAt", "writeKey")}
-    return "ki-" + hashlib.sha256(_dumps(stable)).hexdigest()[:32]
+    content = {"call": stable, "shared": shared} if shared else stable
+    return "ki-" + hashlib.sha256(_dumps(content)).hexdigest()[:32]
 
 
 def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[str, str] | None:
@@ -229,10 +234,12 @@ def _text(value: Any) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool) and str(value) != ""
 
 
-def _stamp(call: dict[str, Any], received_at: str, id_key: str) -> dict[str, Any]:
+def _stamp(
+    call: dict[str, Any], received_at: str, id_key: str, shared: dict[str, Any] | None
+) -> dict[str, Any]:
     call["receivedAt"] = received_at
     if call.get(id_key) in (None, ""):
-        call[id_key] = content_message_id(call)
+        call[id_key] = content_message_id(call, shared)
     else:
         call[id_key] = str(call[id_key])
     return call
@@ -249,6 +256,8 @@ def _accept_item(
     size: int | None = None,
     deletes: bool = False,
 ) -> None:
+    """Take `item` as a call of `parsed`, or record why not. Koala items are identified by
+    the request's shared fields (`parsed.shared`) too."""
     if size is None:
         size = len(orjson.dumps(item))
     if size > max_call_bytes:
@@ -265,7 +274,8 @@ def _accept_item(
     if problem is not None:
         parsed.rejected.append(Rejection(index, *problem, orjson.dumps(item).decode()))
         return
-    parsed.calls.append(_stamp(item, received_at, "message_id" if koala else "messageId"))
+    id_key = "message_id" if koala else "messageId"
+    parsed.calls.append(_stamp(item, received_at, id_key, parsed.shared))
 
 
 def _merge_defaults(item: dict[str, Any], batch: dict[str, Any]) -> None:

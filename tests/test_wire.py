@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,21 @@ def test_missing_message_id_is_derived_from_content_so_a_retry_dedupes() -> None
     assert first == retry != other
     assert len(first) <= 100
     assert content_message_id({"a": 1, "b": 2}) == content_message_id({"b": 2, "a": 1})
+
+
+def test_two_koala_visitors_sending_the_same_event_without_an_id_never_collide() -> None:
+    """The derived id covers Koala's request-level identity: the same event of two visitors
+    is two calls (it was one, and the second visitor's was dropped as a duplicate)."""
+
+    def koala_id(doc: dict[str, Any]) -> str:
+        item = {"event": "Viewed Pricing", "sent_at": "2026-01-01T00:00:00Z"}
+        return str(parse_koala({**doc, "events": [item]}, **LIMITS).calls[0]["message_id"])
+
+    ann = koala_id({"profile_id": "ko-ann"})
+    bob = koala_id({"profile_id": "ko-bob"})
+    by_email = koala_id({"email": "ann@acme.com"})
+    assert len({ann, bob, by_email}) == 3
+    assert koala_id({"profile_id": "ko-ann"}) == ann  # a retry still dedupes
 
 
 def test_batch_context_integrations_and_sent_at_merge_into_items_item_wins() -> None:
