@@ -85,10 +85,18 @@ class Settings(BaseSettings):
         description="Queued messages above which the receiver answers 429 (backpressure).",
     )
     visibility_timeout: int = Field(
-        default=900,
+        default=60,
         ge=5,
-        description="Seconds before an unacknowledged message is redelivered (kombu); longer than"
-        " any batch takes, the same in every process sharing the broker.",
+        description="Seconds a message held by a worker that stopped heartbeating waits before"
+        " kombu redelivers it (a live worker refreshes what it holds every"
+        " KOALA_HEARTBEAT_SECONDS, so a slow batch is never taken from it); the same in every"
+        " process sharing the broker.",
+    )
+    heartbeat_seconds: int = Field(
+        default=5,
+        ge=1,
+        description="How often a worker marks the messages it holds as alive (kombu's unacked"
+        " index and the ledger): a holder silent for KOALA_LOST_AFTER_SECONDS is dead.",
     )
 
     max_call_bytes: int = Field(default=32 * 1024, ge=1024)
@@ -101,11 +109,11 @@ class Settings(BaseSettings):
     )
 
     lost_after_seconds: int = Field(
-        default=300,
+        default=20,
         ge=1,
-        description="A queued batch not committed this long after it was queued is checked:"
-        " if no worker holds it and it has left the queue, it was lost by a killed consumer"
-        " and is queued again.",
+        description="A queued batch silent this long (not committed, not heartbeated by a live"
+        " worker, and no longer in the queue) was lost by a killed worker and is queued again"
+        " by the sweep, which runs as often.",
     )
     dedup_window_days: int = Field(default=7, ge=1)
     retry_max_attempts: int = Field(
@@ -221,12 +229,17 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _cooldown_under_visibility(self) -> Settings:
-        if self.breaker_cooldown_seconds * 2 > self.visibility_timeout:
-            raise ValueError(
-                "KOALA_BREAKER_COOLDOWN_SECONDS must be at most half of KOALA_VISIBILITY_TIMEOUT"
-                " (a worker holds its batch while the breaker is open)"
-            )
+    def _heartbeat_well_within_timeouts(self) -> Settings:
+        # three missed heartbeats before a holder counts as dead: a busy moment is not death
+        for name, value in (
+            ("KOALA_LOST_AFTER_SECONDS", self.lost_after_seconds),
+            ("KOALA_VISIBILITY_TIMEOUT", self.visibility_timeout),
+        ):
+            if value < 3 * self.heartbeat_seconds:
+                raise ValueError(
+                    f"{name} must be at least 3 x KOALA_HEARTBEAT_SECONDS"
+                    " (a live worker's messages must never look abandoned)"
+                )
         return self
 
     def breaker_policy(self) -> BreakerPolicy:

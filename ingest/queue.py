@@ -86,10 +86,11 @@ class Ledger:
     twice in one atomic script: on the queue, and here (`ledger:{queue}`: task id -> message;
     `ledger:{queue}:since`: task id -> when last known alive). A message's delivery tag
     is its task id, so whether a worker holds it is one HMGET on kombu's unacked hash. A
-    worker deletes its entry once its batch is committed. `workers/recovery.py` puts back on
-    the queue any entry silent for `KOALA_LOST_AFTER_SECONDS` that is not committed, not
-    held unacknowledged by a worker, and no longer in the queue. A message put back twice
-    is harmless: the batch key makes its second run a no-op.
+    worker deletes its entry once its batch is committed, and while it holds the message it
+    refreshes the entry's time every `KOALA_HEARTBEAT_SECONDS`. `workers/recovery.py` puts
+    back on the queue any entry silent for `KOALA_LOST_AFTER_SECONDS` that is not committed
+    and no longer in the queue: lost between the two steps, or held by a worker that died.
+    A message put back twice is harmless: the batch key makes its second run a no-op.
     """
 
     def __init__(self, prefix: str, queue: str) -> None:
@@ -100,6 +101,10 @@ class Ledger:
         # queue's oldest message
         self.since = f"{prefix}ledger:{queue}:since"
         self.unacked = prefix + "unacked"  # kombu's own hash of unacknowledged messages
+        # kombu's index of them: delivery tag -> when delivered, refreshed by a live worker's
+        # heartbeat (workers/recovery.py); kombu redelivers what stays stale past the
+        # visibility timeout
+        self.unacked_index = prefix + "unacked_index"
 
 
 # The oldest receipt time of a message's calls, in its headers: the queue's age is read

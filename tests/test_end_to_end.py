@@ -125,6 +125,7 @@ def test_segment_client_mix_with_a_worker_killed_mid_load(
         name="victim",
         concurrency=2,
         KOALA_VISIBILITY_TIMEOUT="8",
+        KOALA_HEARTBEAT_SECONDS="1",
         KOALA_BREAKER_COOLDOWN_SECONDS="4",
         KOALA_WORKER_BATCH_MAX_CALLS="100",
     )
@@ -158,6 +159,7 @@ def test_segment_client_mix_with_a_worker_killed_mid_load(
             name="survivor",
             concurrency=2,
             KOALA_VISIBILITY_TIMEOUT="8",
+            KOALA_HEARTBEAT_SECONDS="1",
             KOALA_BREAKER_COOLDOWN_SECONDS="4",
         )
 

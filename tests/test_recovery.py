@@ -20,7 +20,7 @@ from conftest import Proc, Servers, koala, start_receiver, start_worker, wait_fo
 
 from ingest.queue import Ledger
 from ingest.store import projects
-from workers.recovery import Entry, Tail, decide, recover
+from workers.recovery import Entry, Held, Tail, decide, heartbeat, recover
 
 T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -29,9 +29,10 @@ def e(task_id: str, queued: datetime = T0) -> Entry:
     return Entry(task_id, queued)
 
 
-def test_committed_entries_are_forgotten_and_held_ones_wait() -> None:
-    out = decide([e("a"), e("b")], committed={"a"}, held={"b"}, tail=Tail(empty=True))
-    assert (out.forget, out.later, out.requeue) == (["a"], ["b"], [])
+def test_committed_entries_are_forgotten_and_silent_held_ones_are_taken_back() -> None:
+    """Due means silent: a live holder would have heartbeated it, so its holder is dead."""
+    out = decide([e("a"), e("b")], committed={"a"}, held={"b"}, tail=Tail(empty=False))
+    assert (out.forget, out.later, out.requeue, out.abandoned) == (["a"], [], ["b"], ["b"])
 
 
 def test_an_entry_that_may_still_be_queued_waits_and_one_that_left_is_requeued() -> None:
@@ -42,6 +43,25 @@ def test_an_entry_that_may_still_be_queued_waits_and_one_that_left_is_requeued()
     assert decide([behind], set(), set(), Tail(empty=True)).requeue == ["behind"]
     # a queue whose oldest message says nothing of its time: wait
     assert decide([left], set(), set(), Tail(empty=False)).later == ["left"]
+
+
+def test_a_heartbeat_refreshes_what_is_held_and_brings_back_nothing_settled(
+    servers: Servers,
+) -> None:
+    client = redis.Redis.from_url(servers.redis_url)
+    prefix = f"{servers.prefix}hb-{secrets.token_hex(3)}:"
+    ledger = Ledger(prefix, "q")
+    client.zadd(ledger.unacked_index, {"tag-1": 1.0, "t-2": 1.0})
+    client.zadd(ledger.since, {"t-1": 1.0})
+    held = [Held("tag-1", "t-1", "q"), Held("t-2", "t-2", "q"), Held("gone", "acked", "q")]
+    heartbeat(client, prefix, held, now=500.0)
+    assert client.zrange(ledger.unacked_index, 0, -1, withscores=True) == [
+        (b"t-2", 500.0),
+        (b"tag-1", 500.0),
+    ]
+    # t-2 has no ledger entry (settled, or a job's message): not brought back
+    assert client.zrange(ledger.since, 0, -1, withscores=True) == [(b"t-1", 500.0)]
+    client.delete(ledger.unacked_index, ledger.since)
 
 
 def _post(url: str, key: str, n: int, prefix: str) -> list[str]:
@@ -104,6 +124,7 @@ def test_whole_workers_killed_with_sigkill_under_load_lose_no_call(
         "KOALA_QUEUE_NAME": queue,
         "KOALA_REDIS_KEY_PREFIX": f"{servers.prefix}{queue}:",
         "KOALA_LOST_AFTER_SECONDS": "3",
+        "KOALA_HEARTBEAT_SECONDS": "1",
         "KOALA_VISIBILITY_TIMEOUT": "20",
         "KOALA_BREAKER_COOLDOWN_SECONDS": "5",
     }
@@ -147,3 +168,119 @@ def test_whole_workers_killed_with_sigkill_under_load_lose_no_call(
         rx.proc.stop()
     stored = dict(_stored(db, project.id))
     assert set(stored) == want and set(stored.values()) == {1}
+
+
+class Load:
+    """Batches of 10 track calls posted in a loop; what was answered 200 is remembered."""
+
+    def __init__(self, url: str, key: str, tag: str) -> None:
+        self.url, self.key, self.tag = url, key, tag
+        self.accepted: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self) -> None:
+        n = 0
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                batch = [{"type": "track", "event": "E", "anonymousId": f"{self.tag}{i % 30}",
+                          "messageId": f"{self.tag}-{n + i}"} for i in range(10)]  # fmt: skip
+                answer = http.post(
+                    self.url + "/v1/batch", auth=(self.key, ""), json={"batch": batch}
+                )
+                if answer.status_code == 200:
+                    self.accepted.extend(str(c["messageId"]) for c in batch)
+                n += 10
+                time.sleep(0.005)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+@pytest.mark.slow
+def test_batches_a_sigkilled_worker_held_are_stored_within_60s_with_default_settings(
+    servers: Servers, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """Issue #13: with defaults, a worker killed (consumer and pool) mid-load used to leave
+    the batches it held for kombu's visibility timeout (900 s). Now its heartbeat stops,
+    the sweep sees them silent and queues them again."""
+    queue = f"kill-{secrets.token_hex(3)}"
+    env = {"KOALA_QUEUE_NAME": queue, "KOALA_REDIS_KEY_PREFIX": f"{servers.prefix}{queue}:"}
+    project = projects.create(db, f"kill-{secrets.token_hex(3)}")
+    rx = start_receiver(servers, tmp_path, **env)
+    beat = Proc(koala("beat"), servers.env(**env), tmp_path / "beat.log")
+    client = redis.Redis.from_url(servers.redis_url)
+    unacked = Ledger(env["KOALA_REDIS_KEY_PREFIX"], queue).unacked
+    worker = start_worker(servers, tmp_path, name="victim", **env)
+    replacement: Proc | None = None
+    try:
+        with Load(rx.url, project.public_key, queue) as load:
+            wait_for(lambda: len(_stored(db, project.id)) > 100, timeout=60)
+            wait_for(lambda: client.hlen(unacked) > 0, timeout=30, interval=0.01)
+            held = client.hlen(unacked)
+            os.killpg(worker.process.pid, signal.SIGKILL)  # consumer and pool, no warning
+            killed = time.monotonic()
+            worker.process.wait()
+            replacement = start_worker(servers, tmp_path, name="replacement", **env)
+            time.sleep(2)
+        want = set(load.accepted)
+        wait_for(lambda: {m for m, _ in _stored(db, project.id)} >= want, timeout=90,
+                 interval=0.5)  # fmt: skip
+        took = time.monotonic() - killed
+    finally:
+        if replacement is not None:
+            replacement.stop()
+        worker.stop()
+        beat.stop()
+        rx.proc.stop()
+    stored = dict(_stored(db, project.id))
+    assert set(stored) == want and set(stored.values()) == {1}
+    print(f"killed holding {held} batch(es); every call stored {took:.1f} s after the kill")
+    assert took <= 60, f"stored {took:.1f} s after the kill"
+
+
+@pytest.mark.slow
+def test_a_slow_batch_is_never_taken_from_the_live_worker_running_it(
+    servers: Servers, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """A batch blocked three times longer than the visibility timeout and the lost-after
+    time, in a worker that lives: its heartbeat keeps it, so no second worker runs it and
+    the sweep recovers nothing."""
+    queue = f"slow-{secrets.token_hex(3)}"
+    prefix = f"{servers.prefix}{queue}:"
+    env = {
+        "KOALA_QUEUE_NAME": queue,
+        "KOALA_REDIS_KEY_PREFIX": prefix,
+        "KOALA_HEARTBEAT_SECONDS": "1",
+        "KOALA_LOST_AFTER_SECONDS": "3",
+        "KOALA_VISIBILITY_TIMEOUT": "5",
+    }
+    project = projects.create(db, f"slow-{secrets.token_hex(3)}")
+    rx = start_receiver(servers, tmp_path, **env)
+    beat = Proc(koala("beat"), servers.env(**env), tmp_path / "beat.log")
+    workers = [start_worker(servers, tmp_path, name=f"w{i}", **env) for i in range(2)]
+    client = redis.Redis.from_url(servers.redis_url)
+    try:
+        with psycopg.connect(servers.database_url) as blocker:
+            blocker.execute("LOCK TABLE processed_batches IN ACCESS EXCLUSIVE MODE")
+            ids = _post(rx.url, project.public_key, 1, queue)
+            time.sleep(15)  # the batch waits on the lock in a worker
+            assert _stored(db, project.id) == []
+        wait_for(lambda: len(_stored(db, project.id)) == 1, timeout=30)
+        time.sleep(3)  # a redelivered copy, if any, would run now
+    finally:
+        for w in workers:
+            w.stop()
+        beat.stop()
+        rx.proc.stop()
+    assert _stored(db, project.id) == [(ids[0], 1)]
+    logs = "".join(w.output() for w in workers)
+    assert logs.count("batch done") == 1, logs[-3000:]
+    assert "already committed" not in logs
+    assert client.hget(prefix + "metrics", "recovered") is None
+    assert "Restoring" not in logs

@@ -126,6 +126,7 @@ def test_worker_killed_mid_load_loses_nothing_and_doubles_nothing(
     env = {
         "KOALA_QUEUE_NAME": queue,
         "KOALA_VISIBILITY_TIMEOUT": "8",
+        "KOALA_HEARTBEAT_SECONDS": "1",
         "KOALA_BREAKER_COOLDOWN_SECONDS": "4",
     }
     first: Proc = start_worker(servers, tmp_path, name="victim", concurrency=2, **env)

@@ -1,20 +1,31 @@
-"""Recovery of queued batches a killed consumer lost (see `ingest.queue.Ledger`).
+"""Recovery of queued batches a killed worker held or lost (see `ingest.queue.Ledger`).
 
-An entry of the ledger silent for `KOALA_LOST_AFTER_SECONDS` (not settled, retried or seen
-held since) comes due. The beat's sweep looks at each due entry and decides, without
-guessing:
+A live worker heartbeats what it holds (`heartbeat`, every `KOALA_HEARTBEAT_SECONDS`, from
+its consumer process): each held message's time in kombu's unacked index and in the
+ledger is set to now. So a message is silent only if nobody alive holds it. Before
+heartbeats, a batch held by a worker that was SIGKILLed waited for kombu's visibility
+timeout (900 s then), and a timeout short enough to fix that redelivered every long batch
+(issue #13); now the timeout only bounds how long a dead holder's messages wait, and a
+slow batch in a live worker is never taken from it.
+
+An entry of the ledger silent for `KOALA_LOST_AFTER_SECONDS` comes due. The beat's sweep
+looks at each due entry and decides, without guessing:
 
 - committed (its batch key is in `processed_batches`): the worker's own cleanup did not
   happen (Redis was away); forget it;
-- held by a worker (its delivery tag, which is its task id, is in kombu's `unacked` hash:
-  running, held by the breaker, or waiting for its visibility timeout) or possibly still
-  queued (the queue's oldest message was queued no later than it): look again later;
+- held (its delivery tag, which is its task id, is in kombu's `unacked` hash) yet silent:
+  its holder died (SIGKILL, OOM, a node lost). Take it from kombu's unacked records and
+  put it back on the queue now, instead of after the visibility timeout;
+- possibly still queued (the queue's oldest message was queued no later than it): look
+  again later;
 - otherwise it left the queue and nobody holds it: it was lost between kombu's `BRPOP`
   and its `HSET`. Put it back at the consuming end of the queue.
 
 The sweep reads no message unless it puts it back: a large backlog costs it a sorted-set
 range, one SQL query and one HMGET of flags. `decide` is the rule (pure); `recover` does
-the I/O around it.
+the I/O around it. A worker that only looked dead (its consumer stalled for
+`KOALA_LOST_AFTER_SECONDS`, three heartbeats at least) costs a second run that finds the
+batch committed and does nothing.
 """
 
 from __future__ import annotations
@@ -53,15 +64,19 @@ class Decision:
     forget: list[str] = field(default_factory=list)
     later: list[str] = field(default_factory=list)
     requeue: list[str] = field(default_factory=list)
+    # of `requeue`: held by a worker that stopped heartbeating (taken from kombu's records)
+    abandoned: list[str] = field(default_factory=list)
 
 
 def decide(entries: list[Entry], committed: set[str], held: set[str], tail: Tail) -> Decision:
+    """What to do with each due entry (silent for KOALA_LOST_AFTER_SECONDS)."""
     out = Decision()
     for e in entries:
         if e.task_id in committed:
             out.forget.append(e.task_id)
         elif e.task_id in held:
-            out.later.append(e.task_id)
+            out.requeue.append(e.task_id)  # a live holder would have heartbeated it
+            out.abandoned.append(e.task_id)
         elif not tail.empty and (tail.oldest is None or tail.oldest <= e.queued):
             out.later.append(e.task_id)  # FIFO: it may still be behind the oldest one
         else:
@@ -100,11 +115,16 @@ def recover(
     gone = [t for t, m in zip(decision.requeue, messages, strict=True) if m is None]
     back = [(t, m) for t, m in zip(decision.requeue, messages, strict=True) if m is not None]
     decision.requeue = [t for t, _ in back]
+    decision.abandoned = [t for t in decision.abandoned if t in decision.requeue]
     decision.forget += gone  # settled meanwhile
     pipe = client.pipeline(transaction=True)
     if decision.forget:
         pipe.hdel(ledger.entries, *decision.forget)
         pipe.zrem(ledger.since, *decision.forget)
+    if decision.abandoned:
+        # kombu would restore them too after the visibility timeout: a second, no-op run
+        pipe.hdel(ledger.unacked, *decision.abandoned)
+        pipe.zrem(ledger.unacked_index, *decision.abandoned)
     later = decision.later + decision.requeue
     if later:
         pipe.zadd(ledger.since, dict.fromkeys(later, now))
@@ -113,11 +133,43 @@ def recover(
     pipe.execute()
     for task_id in decision.requeue:
         log.error(
-            "batch %s was lost by a worker (left the queue, never acknowledged): queued again",
+            "batch %s was %s: queued again",
             task_id,
+            "held by a worker that stopped heartbeating"
+            if task_id in decision.abandoned
+            else "lost by a worker (left the queue, never acknowledged)",
             extra={"stage": "queue", "batch": task_id},
         )
     return decision
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A message a worker's consumer holds unacknowledged (prefetched, running, waiting for
+    a retry's countdown or for the breaker)."""
+
+    delivery_tag: str
+    task_id: str | None
+    queue: str | None
+
+
+def heartbeat(client: redis.Redis, prefix: str, held: list[Held], now: float | None = None) -> None:
+    """Mark what a live worker holds as alive: its time in kombu's unacked index (kombu
+    redelivers entries older than the visibility timeout) and in the ledger (the sweep above)
+    becomes now. `XX`: an entry already acknowledged or settled is not brought back.
+    One round trip per worker and heartbeat, whatever it holds."""
+    if not held:
+        return
+    now = time.time() if now is None else now
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(Ledger(prefix, "").unacked_index, {h.delivery_tag: now for h in held}, xx=True)
+    by_queue: dict[str, list[str]] = {}
+    for h in held:
+        if h.task_id and h.queue:
+            by_queue.setdefault(h.queue, []).append(h.task_id)
+    for queue, task_ids in by_queue.items():
+        pipe.zadd(Ledger(prefix, queue).since, dict.fromkeys(task_ids, now), xx=True)
+    pipe.execute()
 
 
 def settle(client: redis.Redis, prefix: str, queue: str, task_id: str) -> None:

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 # The sweep that hands stalled jobs (a lost continuation, a killed runner) to a worker.
 RESUME_EVERY_SECONDS = 60
-# The sweep that queues again the batches a killed consumer lost (workers/recovery.py).
+# The sweep that queues again the batches a killed worker held or lost
+# (workers/recovery.py): twice per KOALA_LOST_AFTER_SECONDS, so a batch waits at most 1.5 x
+# that after its holder died (30 s with the defaults); at most every 30 s.
 RECOVER_EVERY_SECONDS = 30
 
 
@@ -76,7 +78,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "resume-jobs": {"task": "koala.resume_jobs", "schedule": float(RESUME_EVERY_SECONDS)},
         "recover-lost": {
             "task": "koala.recover_lost",
-            "schedule": float(min(RECOVER_EVERY_SECONDS, settings.lost_after_seconds)),
+            "schedule": float(
+                min(RECOVER_EVERY_SECONDS, max(1, settings.lost_after_seconds // 2))
+            ),
         },
     }
     for entry in SCHEDULE:

@@ -2,8 +2,9 @@
 
 Delivery is at-least-once and writes are idempotent: a task is acknowledged only after its
 transaction commits (`acks_late`), a task whose worker process dies is redelivered
-(`reject_on_worker_lost`, and kombu's visibility timeout for a whole worker lost), and a
-redelivered batch finds its messageIds taken and writes nothing twice.
+(`reject_on_worker_lost`), the messages of a whole worker lost are queued again once its
+heartbeat stops (`Heartbeat`, workers/recovery.py), and a redelivered batch finds its
+messageIds taken and writes nothing twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 import redis
-from celery import Celery, Task
+from celery import Celery, Task, bootsteps
 from kombu.serialization import register as register_serializer
 from kombu.utils.json import dumps as kombu_json_dumps
 from psycopg_pool import ConnectionPool
@@ -64,8 +65,9 @@ def make_app(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout,
             "global_keyprefix": settings.redis_key_prefix,
             # kombu scans for expired unacked messages every interval x throttle seconds
-            # (100 s by default); scan every few seconds so a batch of a worker that died
-            # is redelivered soon after its visibility timeout.
+            # (100 s by default); scan every few seconds so a message of a worker that died
+            # is redelivered soon after its visibility timeout (live workers heartbeat theirs:
+            # see Heartbeat).
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
             "unacked_restore_throttle": 1,
         },
@@ -92,8 +94,51 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
+class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Every KOALA_HEARTBEAT_SECONDS, in the worker's consumer process, mark the messages it
+    holds as alive (workers/recovery.py `heartbeat`): what a live worker holds is never
+    redelivered, whatever it takes; what a dead one held is queued again within
+    KOALA_LOST_AFTER_SECONDS plus one sweep.
+
+    The consumer's channel knows what it holds: kombu's virtual QoS keeps every delivered,
+    unacknowledged message in `_delivered` (delivery tag -> message), prefetched, running,
+    or waiting for a retry's countdown alike. The timer runs on the consumer's event loop,
+    between its other work."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.timer_ref: Any = None
+
+    def start(self, consumer: Any) -> None:
+        every = get_settings().heartbeat_seconds
+        self.timer_ref = consumer.timer.call_repeatedly(every, self.beat, (consumer,))
+
+    def stop(self, consumer: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+    def beat(self, consumer: Any) -> None:
+        try:
+            delivered = consumer.task_consumer.channel.qos._delivered
+            held = [
+                recovery.Held(
+                    str(tag),
+                    message.headers.get("id"),
+                    (message.delivery_info or {}).get("routing_key"),
+                )
+                for tag, message in list(delivered.items())
+            ]
+            recovery.heartbeat(_Redis.get(), get_settings().redis_key_prefix, held)
+        except Exception as error:  # never stop the consumer for it: the next beat tries
+            log.warning("heartbeat of held messages failed: %s", error)
+
+
 decode_task_bodies_with_orjson()
 app = make_app(get_settings())
+app.steps["consumer"].add(Heartbeat)
 
 
 class _Pools:
