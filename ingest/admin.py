@@ -224,6 +224,24 @@ class Admin:
             raise WireError(404, "unknown_dead_letter", "no pending dead letter with that id")
         return {"discarded": count}
 
+    async def reset(self, request: Request) -> dict[str, Any]:
+        """Letters stuck in `replaying` (their replay message lost) back to `pending`."""
+        project = await self.project(request)
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise WireError(400, "invalid_json", "the body must be JSON") from None
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not (
+            isinstance(ids, list)
+            and ids
+            and all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)
+        ):
+            raise WireError(400, "invalid_ids", 'the body is {"ids": [positive ids]}')
+        selection = dead_letters.Filter(project_id=project.id, ids=tuple(ids), status=None)
+        count = await self.query(lambda conn: dead_letters.release(conn, selection))
+        return {"reset": count}
+
     # --- jobs -----------------------------------------------------------------------------
 
     async def reprocess(self, request: Request) -> Any:
@@ -361,6 +379,9 @@ class Admin:
             ),
             Route(
                 base + "/dead-letters/replay", wrap("admin", guarded(self.replay)), methods=["POST"]
+            ),
+            Route(
+                base + "/dead-letters/reset", wrap("admin", guarded(self.reset)), methods=["POST"]
             ),
             Route(
                 base + "/dead-letters/{id}",

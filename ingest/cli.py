@@ -475,6 +475,28 @@ def dlq_discard(
     typer.echo(f"discarded {count}")
 
 
+@dlq_app.command("reset")
+def dlq_reset(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids.")] = None,
+    project: ProjectOpt = None,
+    older_than: Annotated[
+        int | None, typer.Option(help="Only letters whose replay was sent this many seconds ago.")
+    ] = None,
+) -> None:
+    """Put dead letters stuck in `replaying` (their replay message was lost) back to
+    `pending`; the hourly expire job does it after KOALA_REPLAY_STUCK_SECONDS. See them with
+    `dlq list --status replaying`."""
+    if not ids and not project:
+        raise _fail("give dead letter ids, or --project")
+    from datetime import UTC, datetime, timedelta
+
+    sent_before = datetime.now(UTC) - timedelta(seconds=older_than) if older_than else None
+    with _connect(_settings(), autocommit=True) as conn:
+        selection = _selection(conn, project, None, None, None, ids, status="replaying")
+        count = dead_letters.release(conn, selection, sent_before)
+    typer.echo(f"reset {count} to pending")
+
+
 jobs_app = typer.Typer(
     help="Job runs (reprocessing, scheduled jobs): list, show, cancel, run now.",
     invoke_without_command=True,

@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     auto_replay_max_replays: int = Field(
         default=5, ge=1, description="A letter replayed this often is left to an operator."
     )
+    replay_stuck_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="A dead letter still `replaying` this long after its replay was sent is"
+        " `pending` again (the hourly expire job): its replay message was lost.",
+    )
     retention_days: int = Field(
         default=0,
         ge=0,

@@ -339,6 +339,41 @@ def _admin_paths() -> dict[str, Any]:
                 },
             }
         },
+        base + "/dead-letters/reset": {
+            "post": {
+                "summary": "Put letters stuck in `replaying` (their replay message was lost) back"
+                " to `pending` by `ids`; the hourly expire job does it after"
+                " KOALA_REPLAY_STUCK_SECONDS.",
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ids"],
+                                "properties": {
+                                    "ids": {
+                                        "type": "array",
+                                        "items": {"type": "integer", "minimum": 1},
+                                        "minItems": 1,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": '`{"reset": n}`.'},
+                    "400": ERRORS["400"],
+                    "401": _json("Error", "Missing or wrong token."),
+                    "404": _json("Error", "No such project."),
+                },
+            }
+        },
         base + "/dead-letters/{id}": {
             **_admin_get("One dead letter with its traceback.", [letter], "The letter."),
             "delete": {

@@ -216,6 +216,18 @@ return redis.call('LLEN', KEYS[1])
 """
 
 
+def enqueue_with_ledger(client: Any, ledger: Ledger, messages: list[tuple[str, bytes]]) -> int:
+    """Queue `(task id, message)` pairs with their ledger entries, atomically, from a
+    synchronous client: what the receiver's flush does, for the other producers of batches
+    (replays). A message written with a bare LPUSH could be lost by a consumer killed
+    between kombu's two steps, and nothing would put it back. Returns the queue's length."""
+    args: list[Any] = [time.time(), len(messages)]
+    for task_id, message in messages:
+        args += (task_id, message)
+    keys = [ledger.queue_key, ledger.entries, ledger.since, ledger.queue_key + ":unused"]
+    return int(client.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args))
+
+
 class QueueUnavailable(Exception):
     """Redis could not be written: the caller answers 503 and the sender retries."""
 

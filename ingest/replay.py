@@ -4,13 +4,17 @@ Safe to press twice: letters are claimed (`pending` -> `replaying`) with SKIP LO
 two replays never send one letter twice, and the workers' dedup by messageId stores
 nothing twice anyway. A replayed call that fails again returns to its own row with its
 attempt count raised. The queue message is written before the claim commits: if the
-commit fails, the replay still resolves its (still pending) letter.
+commit fails, the replay still resolves its (still pending) letter. It is written with its
+ledger entry, like the receiver's batches, so a worker killed holding it loses nothing
+(workers/recovery.py); a letter whose replay never arrives anyway (Redis lost it) is
+`pending` again after KOALA_REPLAY_STUCK_SECONDS.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +25,7 @@ import redis
 
 from ingest.breaker import count
 from ingest.config import Settings
-from ingest.queue import celery_message
+from ingest.queue import Ledger, celery_message, enqueue_with_ledger
 from ingest.store import dead_letters
 from ingest.store.dead_letters import Filter
 
@@ -78,8 +82,10 @@ def replay(
             claimed = dead_letters.claim_for_replay(conn, selection, min(CHUNK, limit - replayed))
             if not claimed:
                 break
-            message = celery_message(settings.queue_name, [_request(d) for d in claimed])
-            client.lpush(settings.queue_key, message)
+            task_id = str(uuid.uuid4())
+            message = celery_message(settings.queue_name, [_request(d) for d in claimed], task_id)
+            ledger = Ledger(settings.redis_key_prefix, settings.queue_name)
+            enqueue_with_ledger(client, ledger, [(task_id, message)])
         replayed += len(claimed)
         count(client, settings.redis_key_prefix, {"replays": len(claimed)})
         if progress is not None:

@@ -399,3 +399,28 @@ def test_transient_failures_that_outlast_the_retries_become_dead_letters_and_rep
         blocker.close()
         worker.stop()
         rx.proc.stop()
+
+
+def test_letters_stuck_in_replaying_are_reset_over_the_admin_api(
+    rx: Receiver, project: Project, db: psycopg.Connection
+) -> None:
+    from workers.pipeline import dead_letter_all
+
+    request = {"project_id": project.id, "source": "segment", "shared": None,
+               "received_at": "2026-11-01T00:00:00Z", "rejected": [],
+               "calls": [{"type": "track", "event": "E", "anonymousId": "st",
+                          "messageId": f"stuck-{i}"} for i in range(2)]}  # fmt: skip
+    with db.transaction():
+        dead_letter_all(db, [request], "transient_exhausted", psycopg.OperationalError("x"))
+    ids = [r[0] for r in db.execute(
+        "UPDATE dead_letters SET status = 'replaying' WHERE project_id = %s RETURNING id",
+        (project.id,),
+    ).fetchall()]  # fmt: skip
+    base = f"/admin/projects/{project.name}/dead-letters"
+    bad = httpx.post(
+        rx.url + base + "/reset", json={"ids": ["x"]}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_ids")
+    assert admin(rx, "POST", base + "/reset", json={"ids": [ids[0]]}) == {"reset": 1}
+    listed = admin(rx, "GET", base, params={"status": "replaying"})["dead_letters"]
+    assert [d["id"] for d in listed] == [ids[1]]

@@ -228,3 +228,72 @@ def test_identity_check_keeps_two_emails_apart_and_does_not_retry_the_refusal(
     assert db.execute(
         "SELECT count(*) FROM profile_merges WHERE project_id = %s AND refused", (project.id,)
     ).fetchone() == (1,)
+
+
+def test_a_replay_lost_by_a_killed_consumer_is_queued_again_and_resolves_its_letter(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    """Replays are written with their ledger entry, like the receiver's batches: a consumer
+    killed between kombu's BRPOP and HSET loses nothing (workers/recovery.py)."""
+    from ingest.queue import Ledger
+    from ingest.replay import replay
+    from ingest.store.dead_letters import Filter
+    from workers.recovery import recover
+
+    queue = f"replay-{next(_n)}"
+    prefix = f"{servers.prefix}{queue}:"
+    settings = Settings(
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        redis_key_prefix=prefix,
+        queue_name=queue,
+    )
+    with db.transaction():
+        dead_letter_all(db, [request(project, call(anonymousId="rl"))], "transient_exhausted",
+                        psycopg.OperationalError("gone"))  # fmt: skip
+    client = redis.Redis.from_url(servers.redis_url)
+    done = replay(db, client, settings, Filter(project_id=project.id), limit=10)
+    assert done.replayed == 1
+    ledger = Ledger(prefix, queue)
+    [task_id] = client.hkeys(ledger.entries)
+    lost = client.rpop(ledger.queue_key)  # a consumer's BRPOP, then it died
+    assert lost is not None
+    decision = recover(client, db, prefix, queue, lost_after=0)
+    assert decision.requeue == [task_id.decode()]
+    assert client.lindex(ledger.queue_key, -1) == lost
+    client.delete(ledger.queue_key, ledger.entries, ledger.since)
+
+
+def test_a_letter_stuck_in_replaying_is_pending_again_after_the_stated_time(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    with db.transaction():
+        dead_letter_all(db, [request(project, call(), call())], "transient_exhausted",
+                        psycopg.OperationalError("gone"))  # fmt: skip
+    db.execute(
+        "UPDATE dead_letters SET status = 'replaying', updated_at = now() - interval '2 hours'"
+        " WHERE id = (SELECT min(id) FROM dead_letters WHERE project_id = %s)",
+        (project.id,),
+    )
+    db.execute(
+        "UPDATE dead_letters SET status = 'replaying', updated_at = now()"
+        " WHERE id = (SELECT max(id) FROM dead_letters WHERE project_id = %s)",
+        (project.id,),
+    )
+    job = run(servers, db, "expire", replay_stuck_seconds=3600)
+    assert job["counts"]["stuck_replays"] >= 1
+    assert sorted(s for _, s in letters(db, project).values()) == ["pending", "replaying"]
+    # an operator sees the other with `dlq list --status replaying` and resets it at once
+    [(letter_id,)] = db.execute(
+        "SELECT id FROM dead_letters WHERE project_id = %s AND status = 'replaying'",
+        (project.id,),
+    ).fetchall()
+    listed = subprocess.run(
+        koala("dlq", "list", "--project", project.name, "--status", "replaying"),
+        env=servers.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0 and str(letter_id) in listed.stdout, listed.stdout
+    reset = subprocess.run(koala("dlq", "reset", str(letter_id)), env=servers.env(),
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert reset.returncode == 0 and "reset 1 to pending" in reset.stdout, reset.stderr
+    assert sorted(s for _, s in letters(db, project).values()) == ["pending", "pending"]

@@ -100,6 +100,14 @@ class ExpireJob:
                 "batch_keys",
                 lambda c: batches.expire(c, max(86_400, s.visibility_timeout * 4), DELETE_CHUNK),
             ),
+            (
+                "stuck_replays",
+                lambda c: dead_letters.release(
+                    c,
+                    dead_letters.Filter(),
+                    datetime.now(UTC) - timedelta(seconds=s.replay_stuck_seconds),
+                ),
+            ),
         ]
         if s.retention_days:
             before = datetime.now(UTC) - timedelta(days=s.retention_days)

@@ -78,9 +78,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "resume-jobs": {"task": "koala.resume_jobs", "schedule": float(RESUME_EVERY_SECONDS)},
         "recover-lost": {
             "task": "koala.recover_lost",
-            "schedule": float(
-                min(RECOVER_EVERY_SECONDS, max(1, settings.lost_after_seconds // 2))
-            ),
+            "schedule": float(min(RECOVER_EVERY_SECONDS, max(1, settings.lost_after_seconds // 2))),
         },
     }
     for entry in SCHEDULE:

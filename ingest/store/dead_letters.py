@@ -7,6 +7,7 @@ through the pipeline, not finished), `replayed` (stored, or found a duplicate, o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -165,6 +166,21 @@ def claim_for_replay(conn: psycopg.Connection, f: Filter, limit: int) -> list[di
             {**params, "limit": limit},
         )
         return cur.fetchall()
+
+
+def release(conn: psycopg.Connection, f: Filter, sent_before: datetime | None = None) -> int:
+    """Letters `replaying` whose replay never arrived (its message lost: Redis restarted
+    without the data, a failover without replica acks) go back to `pending`, for an
+    operator or the automatic replay. `sent_before`: only those sent before then. If the
+    replay arrives after all, it resolves the letter as usual (counted once)."""
+    where, params = _where(dataclasses.replace(f, status="replaying"))
+    if sent_before is not None:
+        where += " AND updated_at < %(sent_before)s"
+        params["sent_before"] = sent_before
+    cur = conn.execute(
+        f"UPDATE dead_letters SET status = 'pending', updated_at = now() WHERE {where}", params
+    )
+    return cur.rowcount
 
 
 def finish_replay(conn: psycopg.Connection, ids: list[int]) -> list[int]:
