@@ -404,7 +404,7 @@ def test_transient_failures_that_outlast_the_retries_become_dead_letters_and_rep
 def test_letters_stuck_in_replaying_are_reset_over_the_admin_api(
     rx: Receiver, project: Project, db: psycopg.Connection
 ) -> None:
-    from workers.pipeline import dead_letter_all
+    from workers.failure.isolation import dead_letter_all
 
     request = {"project_id": project.id, "source": "segment", "shared": None,
                "received_at": "2026-11-01T00:00:00Z", "rejected": [],

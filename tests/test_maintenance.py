@@ -17,9 +17,10 @@ from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
 from ingest.store import events, jobs
 from ingest.store.projects import Project
 from workers import maintenance
+from workers.failure.isolation import dead_letter_all
 from workers.jobs import Context, Runner
 from workers.normalize import Rules
-from workers.pipeline import dead_letter_all, process
+from workers.pipeline import process
 
 RULES = Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS))
 NOW = datetime.now(UTC)

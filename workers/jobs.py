@@ -12,7 +12,6 @@ Celery task hands the rest of a long job to a continuation task), failure record
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ import redis
 from ingest.config import Settings
 from ingest.queue import task_message
 from ingest.store import events, jobs
-from workers import pipeline
+from workers.failure.policy import RETRYABLE, backoff
 from workers.normalize import Rules
 from workers.reprocess import reprocess
 
@@ -42,7 +41,6 @@ STALE_SECONDS = 600.0
 TRANSIENT_STEP_RETRIES = 5
 
 # Errors a step retries: the same ones a live batch retries.
-RETRYABLE = pipeline.RETRYABLE
 
 
 @dataclass(slots=True)
@@ -273,7 +271,7 @@ class Runner:
                 failures += 1
                 if failures > TRANSIENT_STEP_RETRIES:
                     return self._fail(conn, job_id, token, error)
-                delay = random.uniform(0.5, 2**failures)
+                delay = backoff(failures, cap=2**TRANSIENT_STEP_RETRIES)
                 log.warning("job %s: %s; step retried in %.1fs", job_id, error, delay)
                 time.sleep(delay)
                 continue

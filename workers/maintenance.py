@@ -35,9 +35,9 @@ from ingest.store import (
     projects,
     rejections,
 )
+from workers.failure.policy import TRANSIENT_EXHAUSTED
 from workers.jobs import Builder, Context, Job, Step
 from workers.normalize import Rules
-from workers.pipeline import TRANSIENT_EXHAUSTED
 from workers.reprocess import reprocess
 
 REPLAY_CHUNK = 100

@@ -1,11 +1,10 @@
 """One batch through the stages: normalize -> dedupe -> resolve -> store.
 
-Called by the Celery task inside one database transaction. Every stage is either a pure
+Called inside one database transaction (workers/batch.py). Every stage is either a pure
 rule (normalize, resolve) or set-based SQL (dedupe, store): a handful of statements per
-batch and project, never a query per call.
-
-A call that breaks the batch for good (not a transient error) is isolated by bisection
-in savepoints: it becomes a dead letter and the rest of the batch is stored.
+batch and project, never a query per call. A call the rules refuse becomes a dead letter
+here (stage `normalize`); a call that breaks the batch's transaction is found by
+workers/failure/isolation.py.
 """
 
 from __future__ import annotations
@@ -30,20 +29,6 @@ from workers.normalize import Event, NormalizeError, Rules, normalize
 from workers.resolve import resolve
 
 log = logging.getLogger(__name__)
-
-# Errors that mean "try again later", not "this call is bad": PostgreSQL unreachable or
-# restarting, deadlocks and serialization failures between concurrent batches. Live
-# batches (workers/tasks.py) and job steps (workers/jobs.py) retry the same ones.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    # also "out of shared memory" (class 53): a lock table filled by concurrent batches
-    # (docs/scaling.md, max_locks_per_transaction)
-    psycopg.OperationalError,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-)
-# The reason of dead letters whose batch kept failing with those errors for the whole retry
-# window: the only ones the automatic replay sends again.
-TRANSIENT_EXHAUSTED = "transient_exhausted"
 
 
 @dataclass(slots=True)
@@ -105,7 +90,7 @@ def _text(value: object) -> str:
     return str(value).replace("\x00", "\\u0000")
 
 
-def _rejection_rows(request: dict[str, Any], result: BatchResult) -> list[RejectionRow]:
+def rejection_rows(request: dict[str, Any], result: BatchResult) -> list[RejectionRow]:
     project_id = int(request["project_id"])
     rows = []
     for r in request.get("rejected") or ():
@@ -125,7 +110,7 @@ def _rejection_rows(request: dict[str, Any], result: BatchResult) -> list[Reject
     return rows
 
 
-def _replay_ids(request: dict[str, Any]) -> list[int | None]:
+def replay_ids(request: dict[str, Any]) -> list[int | None]:
     ids = request.get("dead_letter_ids")
     return list(ids) if ids else [None] * len(request.get("calls") or ())
 
@@ -139,8 +124,8 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
     for request in requests:
         project_id = int(request["project_id"])
         source = str(request["source"])
-        refused += _rejection_rows(request, result)
-        for call, replay_of in zip(request.get("calls") or (), _replay_ids(request), strict=True):
+        refused += rejection_rows(request, result)
+        for call, replay_of in zip(request.get("calls") or (), replay_ids(request), strict=True):
             try:
                 event = normalize(project_id, source, call, request.get("shared"), rules)
             except NormalizeError as error:
@@ -213,101 +198,5 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
             result.count(project_id, "replay_copies")
     rejections.insert(conn, refused)
     dead_letters.insert(conn, dead)
-    counters.add(conn, result.per_project)
-    return result
-
-
-def split_units(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One request per call (rejections in a unit of their own), for isolation."""
-    units = []
-    for request in requests:
-        if request.get("rejected"):
-            units.append({**request, "calls": [], "dead_letter_ids": None})
-        for call, replay_of in zip(request.get("calls") or (), _replay_ids(request), strict=True):
-            units.append(
-                {
-                    **request,
-                    "calls": [call],
-                    "rejected": [],
-                    "dead_letter_ids": [replay_of] if replay_of else None,
-                }
-            )
-    return units
-
-
-def process_isolating(
-    conn: psycopg.Connection,
-    requests: list[dict[str, Any]],
-    rules: Rules,
-    retryable: tuple[type[BaseException], ...],
-) -> BatchResult:
-    """Process a batch that failed for good: bisect it in savepoints until each failing
-    call is alone, dead-letter those (stage `store`), store everything else."""
-    result = BatchResult()
-    _bisect(conn, split_units(requests), rules, retryable, result)
-    return result
-
-
-def _bisect(
-    conn: psycopg.Connection,
-    units: list[dict[str, Any]],
-    rules: Rules,
-    retryable: tuple[type[BaseException], ...],
-    result: BatchResult,
-) -> None:
-    if not units:
-        return
-    try:
-        with conn.transaction():
-            result.add(process(conn, units, rules))
-        return
-    except retryable:
-        raise
-    except Exception as error:
-        if len(units) > 1:
-            middle = len(units) // 2
-            _bisect(conn, units[:middle], rules, retryable, result)
-            _bisect(conn, units[middle:], rules, retryable, result)
-            return
-        [unit] = units
-        [poison] = unit["calls"] or [{}]
-        log.warning(
-            "poison call isolated: %s",
-            error,
-            extra={"stage": "store", "project": unit["project_id"], "reason": type(error).__name__,
-                   "message_id": poison.get("messageId") or poison.get("message_id")},
-        )  # fmt: skip
-        with conn.transaction():
-            letters = [
-                dead_letter_for(unit, call, replay_of, "store", type(error).__name__, error)
-                for call, replay_of in zip(unit["calls"], _replay_ids(unit), strict=True)
-            ]
-            dead_letters.insert(conn, letters)
-            fresh = [d for d in letters if d.replay_of is None]
-            dead = BatchResult()
-            dead.count(unit["project_id"], f"reason:{type(error).__name__}", len(letters))
-            if fresh:
-                dead.count(unit["project_id"], "dead_lettered", len(fresh))
-                counters.add(conn, dead.per_project)
-            result.add(dead)
-
-
-def dead_letter_all(
-    conn: psycopg.Connection, requests: list[dict[str, Any]], reason: str, error: BaseException
-) -> BatchResult:
-    """Every call of a batch that kept failing transiently becomes a dead letter (stage
-    `store`); its rejections are still recorded."""
-    result = BatchResult()
-    letters: list[DeadLetter] = []
-    refused: list[RejectionRow] = []
-    for unit in split_units(requests):
-        refused += _rejection_rows(unit, result)
-        for call, replay_of in zip(unit["calls"], _replay_ids(unit), strict=True):
-            letters.append(dead_letter_for(unit, call, replay_of, "store", reason, error))
-            if replay_of is None:
-                result.count(int(unit["project_id"]), "dead_lettered")
-            result.count(int(unit["project_id"]), f"reason:{reason}")
-    rejections.insert(conn, refused)
-    dead_letters.insert(conn, letters)
     counters.add(conn, result.per_project)
     return result

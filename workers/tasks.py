@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -27,15 +26,13 @@ from ingest import metrics
 from ingest.breaker import Breaker, count
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
-from ingest.store import batches, jobs
+from ingest.store import jobs
+from workers import batch, pipeline, recovery, schedule
 from workers import jobs as jobs_runner
-from workers import pipeline, recovery, schedule
+from workers.failure.policy import DeadLetter, Retry, RetryPolicy
 from workers.normalize import Rules
 
 log = logging.getLogger(__name__)
-
-RETRYABLE = pipeline.RETRYABLE
-
 
 JOB_TASKS = ("koala.run_job", "koala.scheduled", "koala.resume_jobs", "koala.recover_lost")
 
@@ -279,88 +276,68 @@ def worker_metrics(result: pipeline.BatchResult, seconds: float | None) -> dict[
     return out
 
 
-class DatabaseTask(Task):  # type: ignore[misc]
-    """Base task: acknowledged only after its transaction commits, redelivered if its
-    process dies. Transient errors are retried by `run_with_retries`."""
+class BatchTask(Task):  # type: ignore[misc]
+    """Base task of batches, in the spirit of Warehouse's: acknowledged only after its
+    transaction commits (`acks_late`), redelivered if its process dies
+    (`reject_on_worker_lost`), and a failure carried out as the retry policy decides
+    (workers/failure/policy.py): retried after a backoff, dead-lettered, or held."""
 
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
 
+    def fail(
+        self, error: Exception, task_id: str, queue: str, requests: list[dict[str, Any]]
+    ) -> dict[str, int]:
+        policy = RetryPolicy.of(get_settings())
+        attempts = self.request.retries
+        outcome = policy.decide(attempts, batch.age_seconds(requests), error)
+        if isinstance(outcome, DeadLetter):
+            log.error(
+                "batch %s: still failing after %d retries: dead-lettering it", task_id, attempts
+            )
+            try:
+                return _dead_letter_batch(task_id, queue, requests, outcome.reason, error)
+            except Exception as again:  # the store itself is down: keep the batch queued
+                outcome, error = policy.when_dead_letters_fail(), again
+        elif isinstance(outcome, Retry):
+            report(pipeline.BatchResult(), retries=1)
+            log.warning(
+                "batch %s: %s; retry %d in %.1fs", task_id, error, attempts + 1, outcome.after
+            )
+        else:
+            # the logs and the retries metric show it; the batch waits in the queue
+            log.error(
+                "batch %s failed unexpectedly; it stays queued and is retried",
+                task_id,
+                exc_info=error,
+            )
+            report(pipeline.BatchResult(), retries=1)
+        _postpone(task_id, queue, outcome.after)
+        raise self.retry(exc=error, countdown=outcome.after, max_retries=None) from None
 
-def backoff(attempt: int, cap: int) -> float:
-    """Exponential backoff with full jitter: up to 1, 2, 4, ... seconds, at most `cap`."""
-    return random.uniform(0.5, min(cap, 2**attempt))
 
-
-def _first_received(requests: list[dict[str, Any]]) -> datetime:
-    stamps = [datetime.fromisoformat(r["received_at"].replace("Z", "+00:00")) for r in requests]
-    return min(stamps, default=datetime.now(UTC))
-
-
-@app.task(name=TASK_NAME, base=DatabaseTask, bind=True)
-def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
-    """Process one queued batch (one or more whole HTTP requests), exactly once.
-
-    - transient failure (PostgreSQL unreachable, deadlock, serialization failure): retried
-      with backoff; after `KOALA_RETRY_MAX_ATTEMPTS` or `KOALA_RETRY_MAX_AGE_SECONDS` its
-      calls become dead letters, and if even that cannot be written, retries go on: nothing
-      is acknowledged that is not in PostgreSQL;
-    - permanent failure: the poison calls are isolated and dead-lettered, the rest stored.
-    """
+@app.task(name=TASK_NAME, base=BatchTask, bind=True)
+def ingest(self: BatchTask, requests: list[dict[str, Any]]) -> dict[str, int]:
+    """Process one queued batch (one or more whole HTTP requests), exactly once
+    (workers/batch.py); a failure goes to `BatchTask.fail`."""
     settings = get_settings()
-    rules = Rules.of(settings)
     task_id = self.request.id or ""
     # the queue it came from: its ledger entry lives beside that queue
     queue = str((self.request.delivery_info or {}).get("routing_key") or settings.queue_name)
     hold_while_breaker_open(task_id)
     started = time.perf_counter()
     try:
-        with _Pools.get().connection() as conn, conn.transaction():
-            conn.execute(
-                "SELECT set_config('statement_timeout', %s, true)",
-                (str(settings.statement_timeout_ms),),
+        with _Pools.get().connection() as conn:
+            result = batch.run(
+                conn, task_id, requests, Rules.of(settings), settings.statement_timeout_ms
             )
-            if not batches.claim(conn, task_id):
-                log.info("batch %s was already committed; skipped", task_id)
-                _settle(task_id, queue)
-                return {"skipped": 1}
-            try:
-                with conn.transaction():
-                    result = pipeline.process(conn, requests, rules)
-            except RETRYABLE:
-                raise
-            except Exception as error:
-                log.warning("batch %s failed (%s); isolating the poison calls", task_id, error)
-                result = pipeline.process_isolating(conn, requests, rules, RETRYABLE)
-    except RETRYABLE as error:
-        attempts = self.request.retries
-        # A replay's calls carry their original (old) receipt time: only new calls age.
-        fresh = [r for r in requests if not r.get("dead_letter_ids")]
-        age = (datetime.now(UTC) - _first_received(fresh)).total_seconds() if fresh else 0.0
-        if attempts < settings.retry_max_attempts and age < settings.retry_max_age_seconds:
-            delay = backoff(attempts, settings.retry_backoff_max_seconds)
-            report(pipeline.BatchResult(), retries=1)
-            _postpone(task_id, queue, delay)
-            log.warning("batch %s: %s; retry %d in %.1fs", task_id, error, attempts + 1, delay)
-            raise self.retry(exc=error, countdown=delay, max_retries=None) from None
-        log.error("batch %s: still failing after %d retries: dead-lettering it", task_id, attempts)
-        try:
-            return _dead_letter_batch(task_id, queue, requests, error)
-        except Exception as again:  # the store itself is down: keep the batch in the queue
-            delay = settings.retry_backoff_max_seconds
-            _postpone(task_id, queue, delay)
-            raise self.retry(exc=again, countdown=delay, max_retries=None) from None
     except Exception as error:
-        # Nobody foresaw this (say a schema a deploy forgot to migrate). A failed task would
-        # be acknowledged or rejected, and on Redis both delete the message: keep the batch
-        # by retrying it, slowly and for as long as it takes; the logs and the retries
-        # metric show it.
-        log.exception("batch %s failed unexpectedly; it stays queued and is retried", task_id)
-        report(pipeline.BatchResult(), retries=1)
-        delay = settings.retry_backoff_max_seconds
-        _postpone(task_id, queue, delay)
-        raise self.retry(exc=error, countdown=delay, max_retries=None) from None
+        return self.fail(error, task_id, queue, requests)
+    if result is None:
+        log.info("batch %s was already committed; skipped", task_id)
+        _settle(task_id, queue)
+        return {"skipped": 1}
     report(result, seconds=time.perf_counter() - started)
     _settle(task_id, queue)
     summary = {
@@ -375,15 +352,14 @@ def ingest(self: Task, requests: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _dead_letter_batch(
-    task_id: str, queue: str, requests: list[dict[str, Any]], error: BaseException
+    task_id: str, queue: str, requests: list[dict[str, Any]], reason: str, error: BaseException
 ) -> dict[str, int]:
-    with _Pools.get().connection() as conn, conn.transaction():
-        if not batches.claim(conn, task_id):
-            _settle(task_id, queue)
-            return {"skipped": 1}
-        result = pipeline.dead_letter_all(conn, requests, pipeline.TRANSIENT_EXHAUSTED, error)
-    report(result)
+    with _Pools.get().connection() as conn:
+        result = batch.dead_letter(conn, task_id, requests, reason, error)
     _settle(task_id, queue)
+    if result is None:
+        return {"skipped": 1}
+    report(result)
     return {"dead_lettered": result.total("dead_lettered")}
 
 
