@@ -82,6 +82,9 @@ def replay(
             claimed = dead_letters.claim_for_replay(conn, selection, min(CHUNK, limit - replayed))
             if not claimed:
                 break
+            # a letter whose replay already failed again is pending once more: it is not
+            # taken twice in one run (it was, when a worker was quicker than this loop)
+            selection = dataclasses.replace(selection, after_id=max(d["id"] for d in claimed))
             task_id = str(uuid.uuid4())
             message = celery_message(settings.queue_name, [_request(d) for d in claimed], task_id)
             ledger = Ledger(settings.redis_key_prefix, settings.queue_name)

@@ -298,3 +298,36 @@ def test_a_letter_stuck_in_replaying_is_pending_again_after_the_stated_time(
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert reset.returncode == 0 and "reset 1 to pending" in reset.stdout, reset.stderr
     assert sorted(s for _, s in letters(db, project).values()) == ["pending", "pending"]
+
+
+def test_a_replay_run_never_sends_one_letter_twice_even_if_it_fails_again_meanwhile(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    """A worker quicker than the replay loop puts a failed replay back to `pending` before
+    the loop's next claim: the run must not take it again (it did: `replayed: 2`)."""
+    from ingest.replay import replay
+    from ingest.store.dead_letters import Filter
+
+    with db.transaction():
+        dead_letter_all(db, [request(project, call(anonymousId="twice"))],
+                        "transient_exhausted", psycopg.OperationalError("gone"))  # fmt: skip
+    queue = f"twice-{next(_n)}"
+    settings = Settings(
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        redis_key_prefix=f"{servers.prefix}{queue}:",
+        queue_name=queue,
+    )
+
+    def failed_again_at_once(_: int) -> None:
+        db.execute(
+            "UPDATE dead_letters SET status = 'pending' WHERE project_id = %s", (project.id,)
+        )
+
+    client = redis.Redis.from_url(servers.redis_url)
+    done = replay(
+        db, client, settings, Filter(project_id=project.id), progress=failed_again_at_once
+    )
+    assert done.replayed == 1
+    for key in client.scan_iter(match=settings.redis_key_prefix + "*"):
+        client.delete(key)

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ingest.metrics import WorkerCounters
 from workers.pipeline import BatchResult
-from workers.tasks import worker_metrics
+from workers.report import worker_metrics
 
 
 def test_a_batch_becomes_counter_increments_with_a_cumulative_latency_histogram() -> None:

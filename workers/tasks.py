@@ -10,27 +10,23 @@ messageIds taken and writes nothing twice.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import redis
 from celery import Celery, Task, bootsteps
 from kombu.serialization import register as register_serializer
 from kombu.utils.json import dumps as kombu_json_dumps
-from psycopg_pool import ConnectionPool
 
-from ingest import metrics
-from ingest.breaker import Breaker, count
+from ingest.breaker import count
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
 from ingest.store import jobs
-from workers import batch, pipeline, recovery, schedule
+from workers import batch, pipeline, recovery, report, schedule
 from workers import jobs as jobs_runner
 from workers.failure.policy import DeadLetter, Retry, RetryPolicy
 from workers.normalize import Rules
+from workers.resources import Pools, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +124,7 @@ class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
                 )
                 for tag, message in list(delivered.items())
             ]
-            recovery.heartbeat(_Redis.get(), get_settings().redis_key_prefix, held)
+            recovery.heartbeat(RedisClient.get(), get_settings().redis_key_prefix, held)
         except Exception as error:  # never stop the consumer for it: the next beat tries
             log.warning("heartbeat of held messages failed: %s", error)
 
@@ -136,144 +132,6 @@ class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 decode_task_bodies_with_orjson()
 app = make_app(get_settings())
 app.steps["consumer"].add(Heartbeat)
-
-
-class _Pools:
-    """One connection pool per worker process, created after the fork on first use."""
-
-    pid: int | None = None
-    pool: ConnectionPool | None = None
-
-    @classmethod
-    def get(cls) -> ConnectionPool:
-        if cls.pool is None or cls.pid != os.getpid():
-            settings = get_settings()
-            cls.pool = ConnectionPool(
-                settings.require_database_url(),
-                min_size=1,
-                max_size=settings.db_pool_max_size,
-                kwargs={"autocommit": False, **settings.connection_options},
-                open=True,
-                check=ConnectionPool.check_connection,
-            )
-            cls.pid = os.getpid()
-        return cls.pool
-
-
-class _Redis:
-    """One Redis client per worker process (breaker and counters), created after the fork."""
-
-    pid: int | None = None
-    client: redis.Redis | None = None
-
-    @classmethod
-    def get(cls) -> redis.Redis:
-        if cls.client is None or cls.pid != os.getpid():
-            cls.client = redis.Redis.from_url(
-                get_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=2
-            )
-            cls.pid = os.getpid()
-        return cls.client
-
-
-def _settle(task_id: str, queue: str) -> None:
-    """The batch is committed: forget its ledger entry (the recovery sweep does it later if
-    Redis is away now)."""
-    try:
-        recovery.settle(_Redis.get(), get_settings().redis_key_prefix, queue, task_id)
-    except redis.RedisError as error:
-        log.warning("could not settle batch %s in the ledger: %s", task_id, error)
-
-
-def _postpone(task_id: str, queue: str, delay: float) -> None:
-    settings = get_settings()
-    try:
-        recovery.postpone(
-            _Redis.get(),
-            settings.redis_key_prefix,
-            queue,
-            task_id,
-            delay,
-        )
-    except redis.RedisError as error:
-        log.warning("could not postpone batch %s in the ledger: %s", task_id, error)
-
-
-def _breaker() -> Breaker:
-    settings = get_settings()
-    return Breaker(_Redis.get(), settings.redis_key_prefix, settings.breaker_policy())
-
-
-def hold_while_breaker_open(task_id: str) -> None:
-    """Hold the batch (unacknowledged: nothing is lost) while the breaker is open, instead
-    of draining the queue into dead letters. Redis trouble never blocks work here."""
-    logged = 0.0
-    while True:
-        try:
-            state = _breaker().state()
-        except redis.RedisError:
-            return
-        if state is None:
-            return
-        if time.monotonic() - logged > 30:
-            log.error(
-                "circuit breaker open (%s); holding batch %s until %s",
-                state["reason"],
-                task_id,
-                datetime.fromtimestamp(state["until"], UTC).isoformat(),
-            )
-            logged = time.monotonic()
-        time.sleep(min(5.0, max(0.5, state["until"] - time.time())))
-
-
-def report(result: pipeline.BatchResult, retries: int = 0, seconds: float | None = None) -> None:
-    """Feed the breaker and the cluster-wide counters (the workers' Prometheus metrics,
-    served by every receiver's /metrics); never fail a batch for them."""
-    settings = get_settings()
-    fresh_dead = max(0, result.total("dead_lettered"))
-    finished = result.total("stored") + result.total("duplicates") + fresh_dead
-    try:
-        state = _breaker().record(finished, fresh_dead)
-        count(
-            _Redis.get(),
-            settings.redis_key_prefix,
-            {**result.reasons(), "retries": retries, **worker_metrics(result, seconds)},
-        )
-    except redis.RedisError as error:
-        log.warning("could not update breaker or counters: %s", error)
-        return
-    if state is not None:
-        log.error(
-            "circuit breaker OPENED: %s; workers hold their batches for %d s",
-            state["reason"],
-            settings.breaker_cooldown_seconds,
-        )
-
-
-def worker_metrics(result: pipeline.BatchResult, seconds: float | None) -> dict[str, int]:
-    """A finished batch as increments of the counters `ingest.metrics.WorkerCounters`
-    exposes (times in microseconds: Redis counts integers)."""
-    # Project counters net a resolved replay out of `dead_lettered`; Prometheus counters
-    # never go down, so here a replay is a new outcome and its letter stays counted.
-    out = {
-        "calls:stored": result.total("stored"),
-        "calls:duplicate": result.total("duplicates") + result.total("replay_copies"),
-        "calls:conflicting_duplicate": result.total("conflicting_duplicates"),
-        "calls:rejected": result.total("rejected"),
-        "calls:dead_lettered": result.total("dead_lettered") + result.total("replays_resolved"),
-    }
-    out["merges"] = result.total("merges")
-    out["merges_refused"] = result.total("merges_refused")
-    out["deletions"] = result.total("deletions")
-    for stage, spent in result.seconds.items():
-        out[f"stage_us:{stage}"] = int(spent * 1_000_000)
-    if seconds is not None:
-        out["batches"] = 1
-        out["batch_us_sum"] = int(seconds * 1_000_000)
-        for bound in metrics.BATCH_BUCKETS:
-            if seconds <= bound:
-                out[f"batch_le:{bound}"] = 1
-    return out
 
 
 class BatchTask(Task):  # type: ignore[misc]
@@ -301,7 +159,7 @@ class BatchTask(Task):  # type: ignore[misc]
             except Exception as again:  # the store itself is down: keep the batch queued
                 outcome, error = policy.when_dead_letters_fail(), again
         elif isinstance(outcome, Retry):
-            report(pipeline.BatchResult(), retries=1)
+            report.report(pipeline.BatchResult(), retries=1)
             log.warning(
                 "batch %s: %s; retry %d in %.1fs", task_id, error, attempts + 1, outcome.after
             )
@@ -312,8 +170,8 @@ class BatchTask(Task):  # type: ignore[misc]
                 task_id,
                 exc_info=error,
             )
-            report(pipeline.BatchResult(), retries=1)
-        _postpone(task_id, queue, outcome.after)
+            report.report(pipeline.BatchResult(), retries=1)
+        report.postpone(task_id, queue, outcome.after)
         raise self.retry(exc=error, countdown=outcome.after, max_retries=None) from None
 
 
@@ -325,10 +183,10 @@ def ingest(self: BatchTask, requests: list[dict[str, Any]]) -> dict[str, int]:
     task_id = self.request.id or ""
     # the queue it came from: its ledger entry lives beside that queue
     queue = str((self.request.delivery_info or {}).get("routing_key") or settings.queue_name)
-    hold_while_breaker_open(task_id)
+    report.hold_while_breaker_open(task_id)
     started = time.perf_counter()
     try:
-        with _Pools.get().connection() as conn:
+        with Pools.get().connection() as conn:
             result = batch.run(
                 conn, task_id, requests, Rules.of(settings), settings.statement_timeout_ms
             )
@@ -336,10 +194,10 @@ def ingest(self: BatchTask, requests: list[dict[str, Any]]) -> dict[str, int]:
         return self.fail(error, task_id, queue, requests)
     if result is None:
         log.info("batch %s was already committed; skipped", task_id)
-        _settle(task_id, queue)
+        report.settle(task_id, queue)
         return {"skipped": 1}
-    report(result, seconds=time.perf_counter() - started)
-    _settle(task_id, queue)
+    report.report(result, seconds=time.perf_counter() - started)
+    report.settle(task_id, queue)
     summary = {
         what: result.total(what) for what in ("stored", "duplicates", "rejected", "dead_lettered")
     }
@@ -354,19 +212,19 @@ def ingest(self: BatchTask, requests: list[dict[str, Any]]) -> dict[str, int]:
 def _dead_letter_batch(
     task_id: str, queue: str, requests: list[dict[str, Any]], reason: str, error: BaseException
 ) -> dict[str, int]:
-    with _Pools.get().connection() as conn:
+    with Pools.get().connection() as conn:
         result = batch.dead_letter(conn, task_id, requests, reason, error)
-    _settle(task_id, queue)
+    report.settle(task_id, queue)
     if result is None:
         return {"skipped": 1}
-    report(result)
+    report.report(result)
     return {"dead_lettered": result.total("dead_lettered")}
 
 
 def _runner() -> jobs_runner.Runner:
     settings = get_settings()
-    ctx = jobs_runner.Context(settings, Rules.of(settings), _Redis.get)
-    return jobs_runner.Runner(_Pools.get().connection, ctx)
+    ctx = jobs_runner.Context(settings, Rules.of(settings), RedisClient.get)
+    return jobs_runner.Runner(Pools.get().connection, ctx)
 
 
 def _run_slice(job_id: int) -> str:
@@ -389,7 +247,7 @@ def scheduled(self: Task, kind: str) -> str:
     """A beat entry: record a run of `kind` for this period and run it. A second run in
     the same period (two beats, a redelivery) or on top of an active run is not started."""
     settings = get_settings()
-    with _Pools.get().connection() as conn:
+    with Pools.get().connection() as conn:
         started = schedule.start_runs(conn, settings, kind, time.time())
     if not started:
         return "not_started"
@@ -402,23 +260,23 @@ def scheduled(self: Task, kind: str) -> str:
 def recover_lost(self: Task) -> int:
     """Put back on the queue the batches a killed consumer lost (see workers/recovery.py)."""
     settings = get_settings()
-    with _Pools.get().connection() as conn:
+    with Pools.get().connection() as conn:
         decision = recovery.recover(
-            _Redis.get(),
+            RedisClient.get(),
             conn,
             settings.redis_key_prefix,
             settings.queue_name,
             settings.lost_after_seconds,
         )
     if decision.requeue:
-        count(_Redis.get(), settings.redis_key_prefix, {"recovered": len(decision.requeue)})
+        count(RedisClient.get(), settings.redis_key_prefix, {"recovered": len(decision.requeue)})
     return len(decision.requeue)
 
 
 @app.task(name="koala.resume_jobs", bind=True, acks_late=True)
 def resume_jobs(self: Task) -> int:
     """Hand stalled jobs (a continuation message lost, a runner killed) to a worker."""
-    with _Pools.get().connection() as conn:
+    with Pools.get().connection() as conn:
         stalled = jobs.stalled(conn, jobs_runner.STALE_SECONDS)
     for job_id in stalled:
         log.warning("job %d stalled; resuming it", job_id)

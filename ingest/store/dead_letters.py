@@ -86,6 +86,8 @@ class Filter:
     # the automatic replay leaves old failures, and letters replayed often, to an operator
     first_failed_since: datetime | None = None
     max_replays: int | None = None
+    # only letters after this id: a replay run walks the letters once, in id order
+    after_id: int | None = None
 
 
 def _where(f: Filter) -> tuple[str, dict[str, Any]]:
@@ -115,6 +117,9 @@ def _where(f: Filter) -> tuple[str, dict[str, Any]]:
     if f.ids is not None:
         clauses.append("id = ANY(%(ids)s)")
         params["ids"] = list(f.ids)
+    if f.after_id is not None:
+        clauses.append("id > %(after_id)s")
+        params["after_id"] = f.after_id
     return " AND ".join(clauses), params
 
 
