@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest import cors, metrics, openapi
+from ingest import cors, metrics, openapi, redis_clients
 from ingest.admin import Admin
 from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
@@ -208,7 +207,7 @@ class Receiver:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = aioredis.Redis.from_url(
+        self.redis = redis_clients.async_client(
             settings.require_redis_url(),
             socket_timeout=5,
             socket_connect_timeout=2,
