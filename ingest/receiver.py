@@ -37,6 +37,7 @@ from ingest.queue import (
     QueueFull,
     QueueUnavailable,
     QueueWriter,
+    ReplicationLagging,
     oldest_received,
 )
 from ingest.store.projects import Project
@@ -221,6 +222,8 @@ class Receiver:
             max_calls=settings.worker_batch_max_calls,
             max_depth=settings.queue_max_depth,
             ledger=Ledger(settings.redis_key_prefix, settings.queue_name),
+            replica_acks=settings.redis_replica_acks,
+            replica_timeout_ms=settings.redis_replica_acks_timeout_ms,
         )
         self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
         self._tasks: list[asyncio.Task[None]] = []
@@ -333,6 +336,11 @@ class Receiver:
         except QueueUnavailable as error:
             log.warning("queue unavailable: %s", error)
             raise WireError(503, "queue_unavailable", "the queue is unavailable") from None
+        except ReplicationLagging as error:
+            log.warning("replication lagging: %s", error)
+            raise WireError(
+                503, "replication_lagging", "the calls are not on enough replicas yet: resend"
+            ) from None
         if parsed.calls:
             metrics.labelled(metrics.CALLS_ACCEPTED, source).inc(len(parsed.calls))
         for rejection in parsed.rejected:
