@@ -375,3 +375,39 @@ async def _flush(url: str, prefix: str) -> int:
         await client.delete(prefix + "q", prefix + "received", ledger.entries, ledger.since)
         await client.aclose()
     return queued
+
+
+@pytest.mark.slow
+def test_replication_lagging_answers_503_with_retry_after_and_the_resent_calls_count_once(
+    servers: Servers, db: psycopg.Connection, tmp_path: Path, worker: Proc
+) -> None:
+    """No replica acknowledges (the shared Redis has none): the receiver answers 503
+    `replication_lagging` + Retry-After and stays ready; the calls were queued all the same,
+    so the SDK's resend is a duplicate: stored once, counted once as a duplicate."""
+    project = projects.create(db, f"lagging-{secrets.token_hex(3)}")
+    rx = start_receiver(
+        servers, tmp_path, KOALA_REDIS_REPLICA_ACKS="1", KOALA_REDIS_REPLICA_ACKS_TIMEOUT_MS="50"
+    )
+    try:
+        batch = {"batch": [{"type": "track", "event": "Lag", "anonymousId": "a1",
+                            "messageId": "lag-1"}]}  # fmt: skip
+        for _ in range(2):  # the SDK resends
+            answer = httpx.post(rx.url + "/v1/batch", auth=(project.public_key, ""), json=batch)
+            assert answer.status_code == 503
+            assert answer.json()["code"] == "replication_lagging"
+            assert answer.headers["Retry-After"].isdigit()
+        assert httpx.get(rx.url + "/readyz").status_code == 200
+    finally:
+        rx.proc.stop()
+    client = redis.Redis.from_url(servers.redis_url)
+
+    def settled() -> dict[str, int] | None:
+        received = client.hget(reports.received_key(servers.prefix), str(project.id))
+        stats = reports.stats(db, project, int(received or 0))
+        return stats if stats["in_flight"] == 0 and stats["stored"] else None
+
+    stats = wait_for(settled, timeout=60, interval=0.3)
+    assert stats == {
+        "project": project.name, "received": 2, "stored": 1, "duplicates": 1,
+        "conflicting_duplicates": 0, "rejected": 0, "dead_lettered": 0, "in_flight": 0,
+    }  # fmt: skip
