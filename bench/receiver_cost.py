@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 import psycopg
-import redis
 
+from ingest import redis_clients
 from ingest.config import Settings
 from ingest.receiver import FastPath, create_app
 from ingest.store import projects
@@ -118,7 +118,7 @@ async def run(n: int, batch: bool) -> float:
 
 
 def clean() -> None:
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    client = redis_clients.sync_client(os.environ["REDIS_URL"])
     for key in client.scan_iter(match=PREFIX + "*", count=1000):
         client.delete(key)
 

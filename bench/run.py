@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import orjson
 import psutil
 import psycopg
-import redis
 
 from bench import loadgen
 from bench.scenario import generate
+from ingest import redis_clients
 from ingest.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -89,7 +89,7 @@ class Env:
         stack.callback(self.stop_all)
 
     def _clean_redis(self) -> None:
-        client = redis.Redis.from_url(self.redis_url)
+        client = redis_clients.sync_client(self.redis_url)
         for key in client.scan_iter(match=self.prefix + "*", count=5000):
             client.delete(key)
 
@@ -223,7 +223,7 @@ def copy_ceiling(env: Env, rows: int, batch: int = 1000) -> dict[str, Any]:
 
 
 def redis_ceiling(env: Env, items: int, size: int, per_pipeline: int = 1000) -> dict[str, Any]:
-    client = redis.Redis.from_url(env.redis_url)
+    client = redis_clients.sync_client(env.redis_url)
     key = env.prefix + "ceiling"
     payload = b"x" * size
     started = time.perf_counter()
@@ -460,7 +460,7 @@ def end_to_end(
 def reconcile(env: Env) -> dict[str, Any]:
     from ingest import reports
 
-    client = redis.Redis.from_url(env.redis_url)
+    client = redis_clients.sync_client(env.redis_url)
     received = client.hget(reports.received_key(env.prefix), str(env.project.id))
     with psycopg.connect(env.database_url, autocommit=True) as conn:
         return reports.stats(conn, env.project, int(received or 0))  # type: ignore[arg-type]
@@ -605,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             rate=half,
         )
         env.stop(web)
-        redis.Redis.from_url(env.redis_url).delete(env.prefix + "bench-alone")
+        redis_clients.sync_client(env.redis_url).delete(env.prefix + "bench-alone")
 
         if "usual" not in skip:
             log(f"the usual way: one task and one INSERT per call, {args.usual_calls} calls")

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ingest import cors, reports
+from ingest import cors, redis_clients, reports
 from ingest.config import Settings
 from ingest.replay import replay as replay_letters
 from ingest.store import dead_letters, deletions, jobs, projects, rejections
@@ -199,13 +199,11 @@ class Admin:
             raise WireError(400, "invalid_payload", "a corrected payload goes with one id")
 
         def run(conn: psycopg.Connection) -> dict[str, Any]:
-            import redis as sync_redis
-
             if payload is not None and not dry_run:
                 assert selection.ids is not None
                 if not dead_letters.edit_payload(conn, selection.ids[0], payload):
                     raise WireError(404, "unknown_dead_letter", "no pending letter with that id")
-            client = sync_redis.Redis.from_url(self.settings.require_redis_url())
+            client = redis_clients.sync_client(self.settings.require_redis_url())
             try:
                 done = replay_letters(
                     conn, client, self.settings, selection, limit=limit, dry_run=dry_run
@@ -282,7 +280,7 @@ class Admin:
                     "job_active",
                     f"job {conflict.active_id} is reprocessing this project already",
                 ) from None
-            client = sync_redis.Redis.from_url(self.settings.require_redis_url())
+            client = redis_clients.sync_client(self.settings.require_redis_url())
             try:
                 enqueue(client, self.settings, found[0])
             except sync_redis.RedisError as error:

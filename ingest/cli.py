@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ingest import logs
+from ingest import logs, redis_clients
 from ingest.breaker import Breaker
 from ingest.config import ConfigError, Settings, get_settings
 from ingest.store import dead_letters, projects
@@ -202,12 +202,11 @@ def stats(
 ) -> None:
     """Counts of a project: received = stored + duplicates + rejected + dead_lettered +
     in_flight."""
-    import redis
 
     from ingest import reports
 
     settings = _settings()
-    client = redis.Redis.from_url(settings.require_redis_url())
+    client = redis_clients.sync_client(settings.require_redis_url())
     with _connect(settings, autocommit=True) as conn:
         project = _project(conn, name)
         received = client.hget(reports.received_key(settings.redis_key_prefix), str(project.id))
@@ -423,7 +422,6 @@ def dlq_replay(
     ] = None,
 ) -> None:
     """Send pending dead letters through the pipeline again (by ids or by filter)."""
-    import redis
     from rich.progress import Progress
 
     from ingest.replay import replay
@@ -433,7 +431,7 @@ def dlq_replay(
     if payload is not None and (not ids or len(ids) != 1):
         raise _fail("--payload goes with exactly one id")
     settings = _settings()
-    client = redis.Redis.from_url(settings.require_redis_url())
+    client = redis_clients.sync_client(settings.require_redis_url())
     with _connect(settings, autocommit=True) as conn:
         selection = _selection(conn, project, reason, since, until, ids)
         if payload is not None and not dry_run:
@@ -505,13 +503,14 @@ app.add_typer(jobs_app, name="jobs")
 
 
 def _job_context(settings: Settings) -> Any:
-    import redis
 
     from workers.jobs import Context
     from workers.normalize import Rules
 
     return Context(
-        settings, Rules.of(settings), lambda: redis.Redis.from_url(settings.require_redis_url())
+        settings,
+        Rules.of(settings),
+        lambda: redis_clients.sync_client(settings.require_redis_url()),
     )
 
 
@@ -588,9 +587,7 @@ def reprocess(
                         f" (koala-ingest jobs show {conflict.active_id})") from None  # fmt: skip
     typer.echo(f"{'resuming' if resumed else 'started'} job {job_id}")
     if background:
-        import redis
-
-        enqueue(redis.Redis.from_url(settings.require_redis_url()), settings, job_id)
+        enqueue(redis_clients.sync_client(settings.require_redis_url()), settings, job_id)
         typer.echo(f"queued for the workers; follow it with: koala-ingest jobs show {job_id}")
         return
     status = _run_with_progress(settings, job_id, f"reprocessing {name}")
@@ -698,10 +695,9 @@ app.add_typer(breaker_app, name="breaker")
 
 
 def _breaker() -> Breaker:
-    import redis
 
     settings = _settings()
-    client = redis.Redis.from_url(settings.require_redis_url())
+    client = redis_clients.sync_client(settings.require_redis_url())
     return Breaker(client, settings.redis_key_prefix, settings.breaker_policy())
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ingest import redis_clients
 from ingest.breaker import BreakerPolicy
 
 DEFAULT_BLOCKED_IDENTIFIERS = (
@@ -63,7 +64,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL"),
-        description="Redis URL (broker and receiver queue); unset means embedded.",
+        description="Redis URL (broker and receiver queue); unset means embedded. One server"
+        " (redis://, rediss://, unix://) or a Sentinel set and its master"
+        " (redis+sentinel://host:26379,host:26379,host:26379/MASTER[/DB]).",
     )
     admin_token: SecretStr | None = Field(
         default=None,
@@ -77,6 +80,19 @@ class Settings(BaseSettings):
         default="koala:",
         description="Prefix of every Redis key we and kombu write, so one Redis can host several"
         " deployments or test runs.",
+    )
+    redis_replica_acks: int = Field(
+        default=0,
+        ge=0,
+        description="Answer 200 only once this many Redis replicas have the calls (WAIT after"
+        " each flush); fewer within the timeout answers 503 + Retry-After (the calls are"
+        " queued already: the sender's retry is a duplicate that dedup absorbs). 0: off.",
+    )
+    redis_replica_acks_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=60_000,
+        description="How long a flush waits for KOALA_REDIS_REPLICA_ACKS replicas.",
     )
     queue_name: str = Field(default="ingest", min_length=1, description="Celery queue of calls.")
     queue_max_depth: int = Field(
@@ -223,8 +239,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if value:
+            redis_clients.parse(value)  # ValueError: one line saying what is wrong
         return value or None
 
     @field_validator("blocked_identifiers", mode="before")

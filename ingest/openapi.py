@@ -124,7 +124,11 @@ ERRORS = {
     ),
     "413": _json("Error", "Over the call, request or batch limit (after decompression)."),
     "429": _json("Error", "Queue over its ceiling: retry after `Retry-After` seconds."),
-    "503": _json("Error", "Queue unavailable: retry after `Retry-After` seconds."),
+    "503": _json(
+        "Error",
+        "Queue unavailable, or (with KOALA_REDIS_REPLICA_ACKS) the calls not yet on enough"
+        " replicas: retry after `Retry-After` seconds.",
+    ),
 }
 BASIC: list[dict[str, list[str]]] = [{"writeKey": []}]
 KEY_PARAM = {"name": "public_key", "in": "path", "required": True, "schema": {"type": "string"}}

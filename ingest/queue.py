@@ -236,6 +236,12 @@ class QueueFull(Exception):
     """The queue is deeper than its ceiling: the caller answers 429 (backpressure)."""
 
 
+class ReplicationLagging(Exception):
+    """The calls are queued on the primary, but fewer replicas than asked for acknowledged
+    them in time: the caller answers 503 + Retry-After. A failover now could lose them, so
+    the sender resends; the copy that does reach the workers twice is a duplicate."""
+
+
 class QueueWriter:
     """Writes requests to the queue with group commit; one instance per receiver process."""
 
@@ -249,6 +255,8 @@ class QueueWriter:
         max_calls: int,
         max_depth: int,
         ledger: Ledger,
+        replica_acks: int = 0,
+        replica_timeout_ms: int = 1000,
     ) -> None:
         self._client = client
         self._ledger = ledger
@@ -260,6 +268,8 @@ class QueueWriter:
         self._pending: list[tuple[QueuedRequest, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._enqueue = client.register_script(ENQUEUE_SCRIPT)
+        self._replica_acks = replica_acks
+        self._replica_timeout_ms = replica_timeout_ms
         self.depth = 0  # queue length seen at the last write or poll
         self.healthy = True
 
@@ -287,6 +297,13 @@ class QueueWriter:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(QueueUnavailable(str(error)))
+            except ReplicationLagging as lagging:
+                # Redis took the write: this receiver is healthy (every receiver sees the
+                # same replicas, so failing readiness here would empty the load balancer)
+                self.healthy = True
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(lagging)
             else:
                 self.healthy = True
                 for _, future in batch:
@@ -305,8 +322,35 @@ class QueueWriter:
         for project_id, count in received.items():
             args += (project_id, count)
         keys = [self._queue_key, self._ledger.entries, self._ledger.since, self._counters_key]
-        self.depth = int(await self._enqueue(keys=keys, args=args))
+        if self._replica_acks:
+            await self._write_acked(keys, args)
+        else:
+            self.depth = int(await self._enqueue(keys=keys, args=args))
         metrics.GROUP_COMMITS.inc()
+
+    async def _write_acked(self, keys: list[str], args: list[Any]) -> None:
+        """The flush script, then `WAIT replicas timeout` on the same connection.
+
+        WAIT blocks until the replicas have acknowledged every write *this connection* made
+        (Redis's WAIT doc: "all the previous write commands sent in the context of the
+        current connection"). The client's pool hands each command whichever idle connection
+        it has (redis.asyncio `execute_command`: get_connection / release per command), so
+        two separate calls may not share one: a pipeline sends both on the one connection
+        it holds, in one round trip. EVAL rather than the registered script's EVALSHA: a
+        pipeline runs Script objects with a SCRIPT EXISTS round trip first, and a promoted
+        replica has an empty script cache anyway. Redis caches the EVAL'd script by its SHA.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        pipe.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", self._replica_acks, self._replica_timeout_ms)
+        depth, acked = await pipe.execute()
+        self.depth = int(depth)
+        if int(acked) < self._replica_acks:
+            metrics.GROUP_COMMITS.inc()
+            raise ReplicationLagging(
+                f"{acked} of {self._replica_acks} replicas acknowledged the calls"
+                f" within {self._replica_timeout_ms} ms"
+            )
 
     async def poll(self) -> None:
         """Refresh depth and health (the receiver's readiness loop calls this)."""

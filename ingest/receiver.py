@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest import cors, metrics, openapi
+from ingest import cors, metrics, openapi, redis_clients
 from ingest.admin import Admin
 from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
@@ -38,6 +37,7 @@ from ingest.queue import (
     QueueFull,
     QueueUnavailable,
     QueueWriter,
+    ReplicationLagging,
     oldest_received,
 )
 from ingest.store.projects import Project
@@ -208,7 +208,7 @@ class Receiver:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = aioredis.Redis.from_url(
+        self.redis = redis_clients.async_client(
             settings.require_redis_url(),
             socket_timeout=5,
             socket_connect_timeout=2,
@@ -222,6 +222,8 @@ class Receiver:
             max_calls=settings.worker_batch_max_calls,
             max_depth=settings.queue_max_depth,
             ledger=Ledger(settings.redis_key_prefix, settings.queue_name),
+            replica_acks=settings.redis_replica_acks,
+            replica_timeout_ms=settings.redis_replica_acks_timeout_ms,
         )
         self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
         self._tasks: list[asyncio.Task[None]] = []
@@ -334,6 +336,11 @@ class Receiver:
         except QueueUnavailable as error:
             log.warning("queue unavailable: %s", error)
             raise WireError(503, "queue_unavailable", "the queue is unavailable") from None
+        except ReplicationLagging as error:
+            log.warning("replication lagging: %s", error)
+            raise WireError(
+                503, "replication_lagging", "the calls are not on enough replicas yet: resend"
+            ) from None
         if parsed.calls:
             metrics.labelled(metrics.CALLS_ACCEPTED, source).inc(len(parsed.calls))
         for rejection in parsed.rejected:

@@ -9,6 +9,7 @@ import os
 import redis
 from psycopg_pool import ConnectionPool
 
+from ingest import redis_clients
 from ingest.config import get_settings
 
 
@@ -43,7 +44,7 @@ class RedisClient:
     @classmethod
     def get(cls) -> redis.Redis:
         if cls.client is None or cls.pid != os.getpid():
-            cls.client = redis.Redis.from_url(
+            cls.client = redis_clients.sync_client(
                 get_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=2
             )
             cls.pid = os.getpid()

@@ -18,6 +18,7 @@ from celery import Celery, Task, bootsteps
 from kombu.serialization import register as register_serializer
 from kombu.utils.json import dumps as kombu_json_dumps
 
+from ingest import redis_clients
 from ingest.breaker import count
 from ingest.config import Settings, get_settings
 from ingest.queue import TASK_NAME
@@ -53,7 +54,8 @@ def decode_task_bodies_with_orjson() -> None:
 def make_app(settings: Settings) -> Celery:
     app = Celery("koala_ingest", set_as_current=True)
     app.conf.update(
-        broker_url=settings.redis_url,
+        # one server, or kombu's sentinel:// transport (ingest/redis_clients.py)
+        broker_url=redis_clients.broker_url(settings.redis_url) if settings.redis_url else None,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             "global_keyprefix": settings.redis_key_prefix,
@@ -63,6 +65,7 @@ def make_app(settings: Settings) -> Celery:
             # see Heartbeat).
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
             "unacked_restore_throttle": 1,
+            **(redis_clients.broker_transport_options(settings.redis_url or "redis://")),
         },
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue_name,
@@ -75,7 +78,7 @@ def make_app(settings: Settings) -> Celery:
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         beat_scheduler="redbeat.RedBeatScheduler",
-        redbeat_redis_url=settings.redis_url,
+        **(redis_clients.redbeat_settings(settings.redis_url) if settings.redis_url else {}),
         redbeat_key_prefix=settings.redis_key_prefix + "redbeat:",
         # A standby beat takes over within this many seconds of the active one dying.
         redbeat_lock_timeout=60,
