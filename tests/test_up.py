@@ -94,7 +94,7 @@ def test_up_runs_the_pipeline_on_embedded_servers_restarts_children_and_stops_cl
         assert proc.wait(90) == 0
         time.sleep(0.5)
         assert not [c for c in children if c.is_running() and c.status() != "zombie"]
-        assert "stopping embedded PostgreSQL" in log.read_text()
+        assert "postgres stopped" in log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
