@@ -699,7 +699,6 @@ def breaker_reset() -> None:
 @app.command()
 def web() -> None:
     """Run the HTTP receiver on $PORT."""
-    import uvicorn
 
     from ingest.receiver import create_app
     from ingest.supervisor import exit_when_orphaned
@@ -711,15 +710,54 @@ def web() -> None:
     except ConfigError as error:
         raise _fail(str(error), 2) from None
     exit_when_orphaned()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
+    serve(create_app(settings), settings.host, settings.port, settings.web_drain_seconds)
+
+
+LIFESPAN_SHUTDOWN_SECONDS = 5.0
+
+
+def serve(asgi: Any, host: str, port: int, drain_seconds: int) -> None:
+    """uvicorn, with a stop that ends within `drain_seconds` + LIFESPAN_SHUTDOWN_SECONDS.
+
+    uvicorn bounds only its wait for requests in progress (`timeout_graceful_shutdown`:
+    then it cancels their tasks, uvicorn/server.py `Server.shutdown`); the application's
+    lifespan shutdown that follows is awaited with no limit (`LifespanOn.shutdown` waits
+    for the app's answer), and a shutdown stuck in a blocking call cannot even be
+    cancelled. A receiver asked to stop once logged "Waiting for application shutdown."
+    and never exited (#13). So the first stop signal also starts a timer that ends the
+    process, whatever is still running, once both delays have passed."""
+    import threading
+    import time
+    from types import FrameType
+
+    import uvicorn
+
+    deadline = drain_seconds + LIFESPAN_SHUTDOWN_SECONDS
+
+    def exit_late() -> None:
+        time.sleep(deadline)
+        typer.echo(f"koala-ingest: the receiver did not stop in {deadline:.0f}s; exiting", err=True)
+        os._exit(1)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not self.should_exit:
+                threading.Thread(target=exit_late, name="exit-late", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        asgi,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.web_drain_seconds),
+        timeout_graceful_shutdown=drain_seconds,
         proxy_headers=True,
     )
+    server = Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn.run's STARTUP_FAILURE (the port taken, say)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -318,3 +318,48 @@ def test_up_refuses_a_port_in_use_in_one_line_before_starting_anything(tmp_path:
     assert said[0].startswith("koala-ingest: port ") and str(port) in said[0]
     assert not (tmp_path / ".koala-ingest" / "postgres").exists()
     assert not (tmp_path / ".koala-ingest" / "redis").exists()
+
+
+HANGING_APP = """
+import logging, sys, time
+from ingest.cli import serve
+
+logging.basicConfig(level=logging.INFO)
+
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+            print("started", flush=True)
+        else:
+            time.sleep(3600)  # a shutdown stuck in a blocking call: not even cancellable
+
+serve(app, "127.0.0.1", int(sys.argv[1]), drain_seconds=1)
+"""
+
+
+def test_a_receiver_whose_lifespan_shutdown_hangs_still_exits_after_drain_plus_five_seconds(
+    tmp_path: Path,
+) -> None:
+    # uvicorn waits for the application's shutdown with no limit (the hang seen in #13).
+    log = tmp_path / "web.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HANGING_APP, str(free_port())],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: "started" in log.read_text(), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        assert proc.wait(30) == 1
+        took = time.monotonic() - asked
+        assert 1 + 5 <= took < 1 + 5 + 3, took
+        out = log.read_text()
+        assert "Waiting for application shutdown." in out
+        assert "the receiver did not stop in 6s; exiting" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
