@@ -870,7 +870,10 @@ def up(
             demo = projects.get_by_name(conn, DEMO_PROJECT) or projects.create(conn, DEMO_PROJECT)
         base = [*_self_command()]
         # Stopped in reverse: the receiver first (no new calls), PostgreSQL last.
-        supervisor.start(Child("worker", [*base, "worker"], env, grace=30))
+        # The worker's grace: a batch held by an open breaker plus its statements, as in
+        # deploy/systemd (TimeoutStopSec) and tests/test_deploy.py.
+        worker_grace = settings.breaker_cooldown_seconds + settings.statement_timeout_ms / 1000 + 10
+        supervisor.start(Child("worker", [*base, "worker"], env, grace=worker_grace))
         supervisor.start(Child("beat", [*base, "beat"], env, grace=10))
         web_grace = settings.web_drain_seconds + 10  # + lifespan shutdown
         supervisor.start(Child("web", [*base, "web"], env, grace=web_grace))
