@@ -172,6 +172,10 @@ class Supervisor:
             signal.signal(signum, self.request_stop)
 
     def start(self, child: Child) -> None:
+        """Start `child` (stopped in reverse order); Stopping if a stop was asked for while
+        `up` was starting (migrations, say), so nothing more is started."""
+        if self._stopping.is_set():
+            raise Stopping
         self.children.append(child)
         child.start(self.out)
 
