@@ -300,6 +300,51 @@ def test_sighup_stops_up_cleanly_and_the_receiver_under_load_mid_request_within_
             proc.kill()
 
 
+@pytest.mark.slow
+def test_closing_the_terminal_running_up_stops_the_stack_and_up_exits_0(tmp_path: Path) -> None:
+    # A real terminal: up is the session leader on a pseudo-terminal; closing the master
+    # side (the window) sends SIGHUP, and every later write to the terminal fails with EIO.
+    import fcntl
+    import select
+    import termios
+
+    master, slave = os.openpty()
+
+    def controlling_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "up", "--workers", "1"],
+        cwd=tmp_path,
+        env=_up_env(free_port()),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=controlling_terminal,
+    )
+    os.close(slave)
+    try:
+        shown = b""
+        deadline = time.monotonic() + 90
+        while b"Ctrl-C stops everything" not in shown:
+            assert time.monotonic() < deadline and proc.poll() is None, shown.decode()
+            if select.select([master], [], [], 0.5)[0]:
+                shown += os.read(master, 65536)
+        stack = _stack(proc)
+        os.close(master)
+        master = -1
+        closed = time.monotonic()
+        assert proc.wait(90) == 0
+        print(f"terminal closed -> up exited: {time.monotonic() - closed:.1f}s")
+        wait_for(lambda: not _left(stack), timeout=10)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_up_refuses_a_port_in_use_in_one_line_before_starting_anything(tmp_path: Path) -> None:
     with socket.socket() as other:  # another program on PORT
         other.bind(("0.0.0.0", 0))
