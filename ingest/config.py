@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     )
     port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
     host: str = Field(default="0.0.0.0", description="Address the receiver binds.")
+    web_drain_seconds: int = Field(
+        default=20,
+        ge=0,
+        le=3600,
+        description="On SIGTERM the receiver lets requests in progress finish for at most this"
+        " long (uvicorn's timeout_graceful_shutdown), then cancels them and exits.",
+    )
 
     redis_key_prefix: str = Field(
         default="koala:",

