@@ -12,9 +12,23 @@ import pytest
 from conftest import Servers, start_receiver, start_worker, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ingest.metrics import WorkerCounters
+from ingest.metrics import Stage, WorkerCounters
 from workers.pipeline import BatchResult
 from workers.report import worker_metrics
+
+
+def test_every_stage_timed_is_exported_the_delete_stage_included() -> None:
+    result = BatchResult()
+    for stage in Stage:
+        with result.timed(stage):
+            pass
+    counters = WorkerCounters()
+    counters.values = worker_metrics(result, seconds=None)
+    registry = CollectorRegistry()
+    registry.register(counters)
+    exported = generate_latest(registry).decode()
+    for stage in Stage:
+        assert f'koala_worker_stage_seconds_total{{stage="{stage}"}}' in exported, stage
 
 
 def test_a_batch_becomes_counter_increments_with_a_cumulative_latency_histogram() -> None:

@@ -13,12 +13,15 @@ import logging
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
 import psycopg
 
+from ingest.metrics import Stage
 from ingest.store import counters, dead_letters, rejections
 from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
@@ -56,6 +59,15 @@ class BatchResult:
             self.per_project.setdefault(project_id, Counter()).update(counts)
         for stage, spent in other.seconds.items():
             self.spent(stage, spent)
+
+    @contextmanager
+    def timed(self, stage: Stage) -> Iterator[None]:
+        """Add the time spent in the block to `stage` (the one way stages are timed)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent(stage, time.perf_counter() - started)
 
     def spent(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
@@ -120,35 +132,35 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
     events: list[Event] = []
     refused: list[RejectionRow] = []
     dead: list[DeadLetter] = []
-    started = time.perf_counter()
-    for request in requests:
-        project_id = int(request["project_id"])
-        source = str(request["source"])
-        refused += rejection_rows(request, result)
-        for call, replay_of in zip(request.get("calls") or (), replay_ids(request), strict=True):
-            try:
-                event = normalize(project_id, source, call, request.get("shared"), rules)
-            except NormalizeError as error:
-                log.warning(
-                    "call dead-lettered: %s",
-                    error,
-                    extra={"stage": "normalize", "project": project_id, "reason": error.reason,
-                           "message_id": call.get("messageId") or call.get("message_id")},
-                )  # fmt: skip
-                dead.append(
-                    dead_letter_for(request, call, replay_of, "normalize", error.reason, error)
-                )
-                if replay_of is None:  # a failed replay is already counted as dead
-                    result.count(project_id, "dead_lettered")
-                result.count(project_id, f"reason:{error.reason}")
-                continue
-            event.replay_of = replay_of
-            events.append(event)
+    with result.timed(Stage.NORMALIZE):
+        for request in requests:
+            project_id = int(request["project_id"])
+            source = str(request["source"])
+            refused += rejection_rows(request, result)
+            for call, replay_of in zip(
+                request.get("calls") or (), replay_ids(request), strict=True
+            ):
+                try:
+                    event = normalize(project_id, source, call, request.get("shared"), rules)
+                except NormalizeError as error:
+                    log.warning(
+                        "call dead-lettered: %s",
+                        error,
+                        extra={"stage": "normalize", "project": project_id, "reason": error.reason,
+                               "message_id": call.get("messageId") or call.get("message_id")},
+                    )  # fmt: skip
+                    dead.append(
+                        dead_letter_for(request, call, replay_of, "normalize", error.reason, error)
+                    )
+                    if replay_of is None:  # a failed replay is already counted as dead
+                        result.count(project_id, "dead_lettered")
+                    result.count(project_id, f"reason:{error.reason}")
+                    continue
+                event.replay_of = replay_of
+                events.append(event)
 
-    normalized = time.perf_counter()
-    result.spent("normalize", normalized - started)
-    deduped = dedupe(conn, events)
-    result.spent("dedupe", time.perf_counter() - normalized)
+    with result.timed(Stage.DEDUPE):
+        deduped = dedupe(conn, events)
     for e in deduped.duplicates:
         result.count(e.project_id, "duplicates")
     for e in deduped.conflicting:
@@ -161,22 +173,19 @@ def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
     by_project = sorted(keep, key=lambda e: e.project_id)  # stable: arrival order kept
     for project_id, group in groupby(by_project, key=lambda e: e.project_id):
         batch = list(group)
-        t0 = time.perf_counter()
-        graph = store.load_graph(conn, project_id, batch)
-        t1 = time.perf_counter()
-        plan = resolve(batch, graph)
-        t2 = time.perf_counter()
-        store.apply(conn, project_id, batch, plan, graph)
-        result.spent("resolve", t2 - t1)
-        result.spent("store", (t1 - t0) + (time.perf_counter() - t2))
+        with result.timed(Stage.STORE):
+            graph = store.load_graph(conn, project_id, batch)
+        with result.timed(Stage.RESOLVE):
+            plan = resolve(batch, graph)
+        with result.timed(Stage.STORE):
+            store.apply(conn, project_id, batch, plan, graph)
         result.count(project_id, "stored", len(batch))
         result.count(project_id, "merges", len(plan.merges))
         result.count(project_id, "merges_refused", len(plan.refused))
 
     for event in deletes:
-        t0 = time.perf_counter()
-        erased = store.erase(conn, event)
-        result.spent("delete", time.perf_counter() - t0)
+        with result.timed(Stage.DELETE):
+            erased = store.erase(conn, event)
         result.count(event.project_id, "stored")  # carried out: kept in `deletions`
         result.count(event.project_id, "deletions")
         log.info(
