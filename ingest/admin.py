@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ingest import cors, redis_clients, reports
+from ingest import cors, jobkinds, redis_clients, reports
 from ingest.config import Settings
 from ingest.replay import replay as replay_letters
 from ingest.store import dead_letters, deletions, jobs, projects, rejections
@@ -323,8 +323,8 @@ class Admin:
 
     async def jobs(self, request: Request) -> dict[str, Any]:
         kind = request.query_params.get("kind") or None
-        if kind is not None and kind not in jobs.KINDS:
-            raise WireError(400, "invalid_kind", "kind is one of " + ", ".join(jobs.KINDS))
+        if kind is not None and kind not in jobkinds.NAMES:
+            raise WireError(400, "invalid_kind", "kind is one of " + ", ".join(jobkinds.NAMES))
         before = request.query_params.get("before")
         if before is not None and not before.isdigit():
             raise WireError(400, "invalid_cursor", "before is a job id")

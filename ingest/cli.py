@@ -16,6 +16,7 @@ from rich.table import Table
 from ingest import logs, redis_clients
 from ingest.breaker import Breaker
 from ingest.config import ConfigError, Settings, get_settings
+from ingest.jobkinds import RUN_NOW
 from ingest.store import dead_letters, projects
 
 app = typer.Typer(
@@ -665,20 +666,18 @@ def jobs_cancel(job_id: int) -> None:
 
 @jobs_app.command("run")
 def jobs_run(
-    kind: Annotated[str, typer.Argument(help="auto_replay, expire or identity_check.")],
+    kind: Annotated[str, typer.Argument(help=", ".join(RUN_NOW) + ".")],
 ) -> None:
     """Run a scheduled job now, in this process (recorded like a scheduled run)."""
     from ingest.store import jobs
-    from workers import maintenance
+    from workers.jobs import kinds
 
-    if kind not in maintenance.BUILDERS:
-        raise _fail(f"no scheduled job {kind!r}: one of {', '.join(maintenance.BUILDERS)}", 2)
+    if kind not in RUN_NOW:
+        raise _fail(f"no scheduled job {kind!r}: one of {', '.join(RUN_NOW)}", 2)
     settings = _settings()
     with _connect(settings, autocommit=True) as conn:
         try:
-            job_id = jobs.create(
-                conn, kind, None, maintenance.params_for(kind, conn, settings), "cli"
-            )
+            job_id = jobs.create(conn, kind, None, kinds.params_for(kind, conn, settings), "cli")
         except jobs.JobConflict as conflict:
             raise _fail(f"job {conflict.active_id} ({kind}) is running already") from None
     status = _run_with_progress(settings, job_id, kind)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.jobkinds import NAMES
 from ingest.wire import SHORT_PATHS
 
 
@@ -473,7 +474,7 @@ def _admin_paths() -> dict[str, Any]:
         "/admin/jobs": _jobs_get(
             "Job runs (reprocessing, scheduled jobs), newest first.",
             [
-                _query("kind", "reprocess, auto_replay, expire or identity_check."),
+                _query("kind", "One of " + ", ".join(NAMES) + "."),
                 page[0],
                 _query("before", "`next` of the previous page (a job id).", "integer"),
             ],

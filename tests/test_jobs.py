@@ -1,4 +1,4 @@
-"""The job runner (workers/jobs.py) and the job endpoints, on real PostgreSQL and Redis:
+"""The job runner (workers/jobs/runner.py) and the job endpoints, on real PostgreSQL and Redis:
 one runner at a time, takeover of a dead runner, cancel, and a reprocessing started by
 the API and run by a real worker in several time slices."""
 
@@ -163,12 +163,12 @@ class Exploding:
 def test_a_failing_step_fails_the_job_with_its_error_recorded(
     servers: Servers, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import jobs as runner_module
+    from workers.jobs import kinds
 
     def exploding(row: dict[str, Any], ctx: Context) -> Job:
         return Exploding()
 
-    monkeypatch.setattr(runner_module, "builders", lambda: {"expire": exploding})
+    monkeypatch.setattr(kinds, "build", exploding)
     job_id = jobs.create(db, "expire", None, {}, "cli")
     assert runner(servers).run(job_id) == "failed"
     job = jobs.get(db, job_id)

@@ -1,4 +1,4 @@
-"""The scheduled jobs (workers/maintenance.py) on real PostgreSQL and Redis: automatic
+"""The scheduled jobs (workers/jobs/maintenance.py) on real PostgreSQL and Redis: automatic
 replay of transient dead letters, expiry and retention, the identity check."""
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from conftest import Proc, Servers, koala, wait_for
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
 from ingest.store import events, jobs
 from ingest.store.projects import Project
-from workers import maintenance
 from workers.failure.isolation import dead_letter_all
-from workers.jobs import Context, Runner
+from workers.jobs import Context, Runner, kinds
 from workers.normalize import Rules
 from workers.pipeline import process
 
@@ -56,7 +55,7 @@ def run(servers: Servers, db: psycopg.Connection, kind: str, **settings: Any) ->
         **settings,
     )
     ctx = Context(configured, RULES, lambda: redis.Redis.from_url(servers.redis_url))
-    job_id = jobs.create(db, kind, None, maintenance.params_for(kind, db, configured), "cli")
+    job_id = jobs.create(db, kind, None, kinds.params_for(kind, db, configured), "cli")
     assert Runner(lambda: psycopg.connect(servers.database_url), ctx).run(job_id) == "done"
     job = jobs.get(db, job_id)
     assert job is not None

@@ -23,7 +23,7 @@ def test_every_scheduled_job_is_a_setting_and_zero_turns_it_off() -> None:
     assert "expire" not in entries
     assert entries["auto_replay"]["schedule"] == 60.0
     assert entries["auto_replay"]["args"] == ("auto_replay",)
-    assert {e.kind for e in schedule.SCHEDULE} == {
+    assert {e.name for e in schedule.SCHEDULE} == {
         "auto_replay",
         "expire",
         "identity_check",
@@ -47,8 +47,8 @@ def test_a_period_is_the_same_for_every_run_inside_it() -> None:
 def test_the_readme_documents_every_scheduled_job() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for entry in schedule.SCHEDULE:
-        assert f"`{entry.kind}`" in readme
-        assert f"KOALA_{entry.setting.upper()}" in readme
+        assert f"`{entry.name}`" in readme
+        assert f"KOALA_{entry.schedule_setting.upper()}" in readme
 
 
 def test_scheduled_reprocessing_starts_one_run_per_project_and_period(

@@ -11,13 +11,13 @@ top of it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from ingest.config import Settings
+from ingest.jobkinds import KINDS
 from ingest.store import jobs, projects
 
 log = logging.getLogger(__name__)
@@ -30,42 +30,12 @@ RESUME_EVERY_SECONDS = 60
 RECOVER_EVERY_SECONDS = 30
 
 
-@dataclass(frozen=True, slots=True)
-class Scheduled:
-    kind: str
-    setting: str  # the Settings field holding the interval in seconds
-    what: str
-
-
-SCHEDULE = (
-    Scheduled(
-        "auto_replay",
-        "schedule_auto_replay_seconds",
-        "replay dead letters whose failure was transient (budget, maximum age)",
-    ),
-    Scheduled(
-        "expire",
-        "schedule_expire_seconds",
-        "expire dedup keys past the window, and data past the retention",
-    ),
-    Scheduled(
-        "reprocess",
-        "schedule_reprocess_seconds",
-        "reprocess each project's last `KOALA_REPROCESS_WINDOW_HOURS` with today's rules",
-    ),
-    Scheduled(
-        "identity_check",
-        "schedule_identity_check_seconds",
-        "merge profiles that share an identifier, through the guarded merge",
-    ),
-)
+# Every declared job kind has a schedule setting (ingest/jobkinds.py).
+SCHEDULE = tuple(KINDS.values())
 
 
 def interval(settings: Settings, kind: str) -> int:
-    for entry in SCHEDULE:
-        if entry.kind == kind:
-            return int(getattr(settings, entry.setting))
-    raise KeyError(kind)
+    return int(getattr(settings, KINDS[kind].schedule_setting))
 
 
 def period(settings: Settings, kind: str, now: float) -> int:
@@ -81,13 +51,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": float(min(RECOVER_EVERY_SECONDS, max(1, settings.lost_after_seconds // 2))),
         },
     }
-    for entry in SCHEDULE:
-        every = interval(settings, entry.kind)
+    for kind in SCHEDULE:
+        every = interval(settings, kind.name)
         if every:
-            out[entry.kind] = {
+            out[kind.name] = {
                 "task": "koala.scheduled",
                 "schedule": float(every),
-                "args": (entry.kind,),
+                "args": (kind.name,),
             }
     return out
 
@@ -96,8 +66,8 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
     """Record this period's run(s) of a scheduled job and return the jobs to run: one run
     (one per project for `reprocess`), none if this period already has it. A run that finds
     the previous one still active is recorded as `skipped`."""
-    from workers import maintenance
-    from workers.jobs import ReprocessJob
+    from workers.jobs import kinds
+    from workers.jobs.reprocessing import ReprocessJob
     from workers.normalize import Rules
 
     every = interval(settings, kind)
@@ -105,7 +75,7 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
         return []
     number = period(settings, kind, now)
     runs: list[tuple[int | None, dict[str, Any]]]
-    if kind == "reprocess":
+    if KINDS[kind].per_project:
         until = datetime.fromtimestamp(number * every, UTC)
         since = until - timedelta(hours=settings.reprocess_window_hours)
         params = ReprocessJob.params(
@@ -114,7 +84,7 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
         runs = [(p.id, params) for p in projects.list_active(conn)]
     else:
         with conn.transaction():
-            runs = [(None, maintenance.params_for(kind, conn, settings))]
+            runs = [(None, kinds.params_for(kind, conn, settings))]
     started = []
     for project_id, params in runs:
         try:

@@ -18,7 +18,6 @@ from psycopg.types.json import Jsonb
 
 from ingest.store._json import jsonb
 
-KINDS = ("reprocess", "auto_replay", "expire", "identity_check")
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled", "skipped")
 MAX_ERRORS = 50

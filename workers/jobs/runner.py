@@ -1,12 +1,13 @@
-"""Long jobs: one `Runner` drives every kind (reprocessing and the scheduled jobs) step by
-step, each step a bounded unit of work in its own transaction with the job's progress
+"""The job runner: one `Runner` drives every kind (reprocessing and the scheduled jobs) step
+by step, each step a bounded unit of work in its own transaction with the job's progress
 and resume cursor, so a job killed anywhere resumes where it stopped, counts nothing
 twice, and shows done/total as it goes.
 
-A kind is a small object with `total()` and `step(cursor)`; the runner owns the rest:
-claiming the job (one runner at a time, fenced by a token, taken over when its runner
-stops beating), transient-error retries, cancellation between steps, time slices (a
-Celery task hands the rest of a long job to a continuation task), failure records.
+A kind is a small object with `total()` and `step(cursor)` (workers/jobs/base.py), made by
+the builder its kind registers (workers/jobs/kinds.py); the runner owns the rest: claiming
+the job (one runner at a time, fenced by a token, taken over when its runner stops
+beating), transient-error retries, cancellation between steps, time slices (a Celery task
+hands the rest of a long job to a continuation task), failure records.
 """
 
 from __future__ import annotations
@@ -14,161 +15,21 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 import psycopg
-import redis
 
-from ingest.config import Settings
-from ingest.queue import task_message
-from ingest.store import events, jobs
+from ingest.store import jobs
 from workers.failure.policy import RETRYABLE, backoff
-from workers.normalize import Rules
-from workers.reprocess import reprocess
+from workers.jobs import kinds
+from workers.jobs.base import STALE_SECONDS, Context, Job, Step
 
 log = logging.getLogger(__name__)
 
-# A runner that has not written progress for this long is presumed dead and its job may be
-# taken over (a taken-over runner cannot write: its token is fenced). Every step is a
-# bounded batch, each statement under KOALA_STATEMENT_TIMEOUT_MS; this leaves room for
-# several statements stuck on locks for the whole timeout.
-STALE_SECONDS = 600.0
+# Transient failures of one step retried (with backoff) before the job fails.
 TRANSIENT_STEP_RETRIES = 5
-
-# Errors a step retries: the same ones a live batch retries.
-
-
-@dataclass(slots=True)
-class Step:
-    """What one step did: where the next one starts, units done, counts, errors."""
-
-    cursor: Any
-    done: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    finished: bool = False
-
-
-class Job(Protocol):
-    kind: ClassVar[str]
-
-    def total(self, conn: psycopg.Connection) -> int | None: ...
-
-    def step(self, conn: psycopg.Connection, cursor: Any) -> Step: ...
-
-
-@dataclass(slots=True)
-class Context:
-    """What jobs may use besides their connection."""
-
-    settings: Settings
-    rules: Rules
-    redis: Callable[[], redis.Redis]
-
-
-def parse_time(value: str) -> datetime:
-    """ISO-8601 date or time; without an offset it is UTC."""
-    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@dataclass(slots=True)
-class ReprocessJob:
-    """A project's events with `since <= timestamp < until`, a batch at a time in
-    (timestamp, id) order; the cursor is the last (timestamp, id) done."""
-
-    kind: ClassVar[str] = "reprocess"
-    project_id: int
-    since: datetime
-    until: datetime
-    batch_size: int
-    rules: Rules
-
-    @staticmethod
-    def params(since: datetime, until: datetime, batch_size: int, rules: Rules) -> dict[str, Any]:
-        if since >= until:
-            raise ValueError("since must be before until")
-        return {
-            "since": since.isoformat(),
-            "until": until.isoformat(),
-            "batch_size": batch_size,
-            "rules": rules.as_params(),
-        }
-
-    def total(self, conn: psycopg.Connection) -> int | None:
-        return events.count_in_range(conn, self.project_id, self.since, self.until)
-
-    def step(self, conn: psycopg.Connection, cursor: Any) -> Step:
-        after = (parse_time(cursor[0]), int(cursor[1])) if cursor else None
-        rows = events.in_range(
-            conn, self.project_id, self.since, self.until, after, self.batch_size
-        )
-        if not rows:
-            return Step(cursor, finished=True)
-        outcome = reprocess(conn, self.project_id, rows, self.rules)
-        last = rows[-1]
-        return Step(
-            [last["timestamp"].isoformat(), last["id"]],
-            done=len(rows),
-            counts=outcome.counts,
-            errors=outcome.errors,
-            finished=len(rows) < self.batch_size,
-        )
-
-
-Builder = Callable[[dict[str, Any], Context], Job]
-
-
-def _reprocess(row: dict[str, Any], ctx: Context) -> Job:
-    params = row["params"]
-    return ReprocessJob(
-        project_id=int(row["project_id"]),
-        since=parse_time(params["since"]),
-        until=parse_time(params["until"]),
-        batch_size=int(params.get("batch_size") or ctx.settings.reprocess_batch_size),
-        rules=Rules.from_params(params["rules"]) if "rules" in params else ctx.rules,
-    )
-
-
-def start_reprocess(
-    conn: psycopg.Connection,
-    project_id: int,
-    params: dict[str, Any],
-    trigger: str,
-    *,
-    restart: bool = False,
-) -> tuple[int, bool]:
-    """The reprocessing job for these parameters: an unfinished one with exactly the same
-    parameters is resumed from its cursor (unless `restart`, which cancels it), otherwise
-    a new one. Returns (job id, resumed). `jobs.JobConflict` if another reprocessing of
-    the project is active."""
-    previous = jobs.unfinished(conn, "reprocess", project_id, params)
-    active = jobs.active(conn, "reprocess", project_id)
-    if active is not None and active != previous:
-        raise jobs.JobConflict(active)
-    if previous is not None and not restart:
-        return previous, True
-    if previous is not None:
-        jobs.cancel(conn, previous)
-        jobs.finish_stale_cancelled(conn, previous, STALE_SECONDS)
-    return jobs.create(conn, "reprocess", project_id, params, trigger), False
-
-
-def enqueue(client: redis.Redis, settings: Settings, job_id: int) -> None:
-    """Hand a job to the workers (the jobs queue)."""
-    message = task_message(settings.jobs_queue, "koala.run_job", [job_id], f"<job {job_id}>")
-    client.lpush(settings.redis_key_prefix + settings.jobs_queue, message)
-
-
-def builders() -> dict[str, Builder]:
-    from workers import maintenance
-
-    return {"reprocess": _reprocess, **maintenance.BUILDERS}
 
 
 class Runner:
@@ -208,7 +69,7 @@ class Runner:
                 return "cancelled"
             try:
                 try:
-                    job = builders()[row["kind"]](row, self.ctx)
+                    job = kinds.build(row, self.ctx)
                     total = row["total"]
                     if total is None:
                         with conn.transaction():

@@ -36,7 +36,7 @@ from ingest.store import (
     rejections,
 )
 from workers.failure.policy import TRANSIENT_EXHAUSTED
-from workers.jobs import Builder, Context, Job, Step
+from workers.jobs.base import Context, Job, Step
 from workers.normalize import Rules
 from workers.reprocess import reprocess
 
@@ -193,32 +193,26 @@ class IdentityCheckJob:
         )
 
 
-def _auto_replay(row: dict[str, Any], ctx: Context) -> Job:
+def build_auto_replay(row: dict[str, Any], ctx: Context) -> Job:
     return AutoReplayJob(int(row["params"].get("budget") or ctx.settings.auto_replay_budget), ctx)
 
 
-def _expire(row: dict[str, Any], ctx: Context) -> Job:
+def build_expire(row: dict[str, Any], ctx: Context) -> Job:
     return ExpireJob(ctx.settings, [int(p) for p in row["params"].get("projects", [])])
 
 
-def _identity_check(row: dict[str, Any], ctx: Context) -> Job:
+def build_identity_check(row: dict[str, Any], ctx: Context) -> Job:
     params = row["params"]
     return IdentityCheckJob(int(params["from_id"]), int(params["up_to"]), ctx.rules)
 
 
-BUILDERS: dict[str, Builder] = {
-    "auto_replay": _auto_replay,
-    "expire": _expire,
-    "identity_check": _identity_check,
-}
+def params_auto_replay(conn: psycopg.Connection, settings: Settings) -> dict[str, Any]:
+    return {"budget": settings.auto_replay_budget}
 
 
-def params_for(kind: str, conn: psycopg.Connection, settings: Settings) -> dict[str, Any]:
-    """A new scheduled run's parameters, fixed when it is created."""
-    if kind == "auto_replay":
-        return {"budget": settings.auto_replay_budget}
-    if kind == "identity_check":
-        return IdentityCheckJob.params(conn)
-    if kind == "expire":
-        return {"projects": projects.all_ids(conn)}
-    return {}
+def params_expire(conn: psycopg.Connection, settings: Settings) -> dict[str, Any]:
+    return {"projects": projects.all_ids(conn)}
+
+
+def params_identity_check(conn: psycopg.Connection, settings: Settings) -> dict[str, Any]:
+    return IdentityCheckJob.params(conn)
