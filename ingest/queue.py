@@ -20,7 +20,6 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,40 +28,11 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from ingest import metrics
-from ingest.wire import Rejection
+from ingest.message import QueuedRequest
 
 TASK_NAME = "koala.ingest"
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-
-
-@dataclass(slots=True)
-class QueuedRequest:
-    """One HTTP request's worth of calls for one project, as the workers receive it."""
-
-    project_id: int
-    source: str  # "segment" | "koala" | "webhook"
-    received_at: str
-    calls: list[dict[str, Any]]
-    rejected: list[Rejection]
-    shared: dict[str, Any] | None = None
-
-    @property
-    def received(self) -> int:
-        return len(self.calls) + len(self.rejected)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "project_id": self.project_id,
-            "source": self.source,
-            "received_at": self.received_at,
-            "shared": self.shared,
-            "calls": self.calls,
-            "rejected": [
-                {"index": r.index, "code": r.code, "message": r.message, "payload": r.payload}
-                for r in self.rejected
-            ],
-        }
 
 
 def celery_message(queue: str, requests: list[dict[str, Any]], task_id: str | None = None) -> bytes:
@@ -186,7 +156,7 @@ def chunk_requests(requests: Iterable[QueuedRequest], max_calls: int) -> list[li
         if current and size + n > max_calls:
             messages.append(current)
             current, size = [], 0
-        current.append(request.as_dict())
+        current.append(request.to_wire())
         size += n
     if current:
         messages.append(current)

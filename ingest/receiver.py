@@ -31,9 +31,9 @@ from ingest.admin import Admin
 from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
 from ingest.keys import ProjectKeys
+from ingest.message import QueuedRequest
 from ingest.queue import (
     Ledger,
-    QueuedRequest,
     QueueFull,
     QueueUnavailable,
     QueueWriter,

@@ -25,6 +25,7 @@ import redis
 
 from ingest.breaker import count
 from ingest.config import Settings
+from ingest.message import QueuedRequest
 from ingest.queue import Ledger, celery_message, enqueue_with_ledger
 from ingest.store import dead_letters
 from ingest.store.dead_letters import Filter
@@ -40,7 +41,7 @@ class ReplayResult:
     letters: list[dict[str, Any]]
 
 
-def _request(letter: dict[str, Any]) -> dict[str, Any]:
+def _request(letter: dict[str, Any]) -> QueuedRequest:
     received: datetime = letter["received_at"]
     call = dict(letter["payload"])
     # A corrected payload written by hand may lack the receiver's stamps: keep the originals.
@@ -48,15 +49,14 @@ def _request(letter: dict[str, Any]) -> dict[str, Any]:
     id_key = "message_id" if letter["source"] == "koala" else "messageId"
     if letter["message_id"] and not call.get(id_key):
         call[id_key] = letter["message_id"]
-    return {
-        "project_id": letter["project_id"],
-        "source": letter["source"],
-        "received_at": received.isoformat(),
-        "shared": letter["shared"],
-        "calls": [call],
-        "rejected": [],
-        "dead_letter_ids": [letter["id"]],
-    }
+    return QueuedRequest(
+        project_id=letter["project_id"],
+        source=letter["source"],
+        received_at=received.isoformat(),
+        shared=letter["shared"],
+        calls=[call],
+        dead_letter_ids=[letter["id"]],
+    )
 
 
 def replay(
@@ -86,7 +86,9 @@ def replay(
             # taken twice in one run (it was, when a worker was quicker than this loop)
             selection = dataclasses.replace(selection, after_id=max(d["id"] for d in claimed))
             task_id = str(uuid.uuid4())
-            message = celery_message(settings.queue_name, [_request(d) for d in claimed], task_id)
+            message = celery_message(
+                settings.queue_name, [_request(d).to_wire() for d in claimed], task_id
+            )
             ledger = Ledger(settings.redis_key_prefix, settings.queue_name)
             enqueue_with_ledger(client, ledger, [(task_id, message)])
         replayed += len(claimed)

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -32,8 +33,10 @@ from ingest.embedded import (
     ensure_database,
     free_port,
 )
+from ingest.message import QueuedRequest
 from ingest.migrate import migrate
 from ingest.store import projects
+from ingest.wire import Rejection
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,6 +223,31 @@ def received_now() -> str:
     time bomb (one went off on the day it was written).
     """
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def queued(
+    project_id: int,
+    *calls: dict[str, Any],
+    source: str = "segment",
+    received_at: str | None = None,
+    shared: dict[str, Any] | None = None,
+    rejected: Iterable[Rejection | dict[str, Any]] = (),
+) -> QueuedRequest:
+    """The message the receiver queues for these calls (ingest/message.py): the one way
+    tests make one. `rejected` as Rejections or as their wire dicts."""
+    return QueuedRequest(
+        project_id=project_id,
+        source=source,
+        received_at=received_at or received_now(),
+        calls=list(calls),
+        rejected=[
+            r
+            if isinstance(r, Rejection)
+            else Rejection(r.get("index"), r["code"], r["message"], r["payload"])
+            for r in rejected
+        ],
+        shared=shared,
+    )
 
 
 def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> object:

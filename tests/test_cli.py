@@ -7,7 +7,7 @@ import secrets
 import subprocess
 
 import psycopg
-from conftest import Servers, koala
+from conftest import Servers, koala, queued
 
 
 def run(servers: Servers, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -86,8 +86,7 @@ def test_reprocess_applies_a_changed_rule_to_a_range_and_jobs_shows_the_run(
          "receivedAt": "2026-11-23T12:00:00Z"}
         for i, email in enumerate(("ann+a@acme.com", "ann+b@acme.com", "ann@acme.com"))
     ]  # fmt: skip
-    request = {"project_id": project.id, "source": "segment", "shared": None,
-               "received_at": "2026-11-23T12:00:00Z", "calls": calls, "rejected": []}  # fmt: skip
+    request = queued(project.id, *calls, received_at="2026-11-23T12:00:00Z")
     with db.transaction():
         process(db, [request], Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS)))
 
@@ -126,8 +125,7 @@ def test_deletions_lists_what_each_delete_call_named_and_erased(
         {"type": "track", "event": "E", "userId": "fay", "messageId": "f-1", "receivedAt": stamp},
         {"type": "delete", "userId": "fay", "messageId": "f-2", "receivedAt": stamp},
     ]
-    request = {"project_id": project.id, "source": "webhook", "shared": None,
-               "received_at": stamp, "calls": calls, "rejected": []}  # fmt: skip
+    request = queued(project.id, *calls, source="webhook", received_at=stamp)
     with db.transaction():
         process(db, [request], Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS)))
     done = run(servers, "deletions", project.name, "--json")

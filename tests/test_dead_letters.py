@@ -20,6 +20,7 @@ from conftest import (
     Receiver,
     Servers,
     koala,
+    queued,
     received_now,
     start_receiver,
     start_worker,
@@ -249,14 +250,7 @@ def test_postgresql_stopped_30s_under_load_stores_everything_once(
             }
             for i in range(n)
         ]
-        request = {
-            "project_id": project.id,
-            "source": "segment",
-            "received_at": now,
-            "shared": None,
-            "calls": calls,
-            "rejected": [],
-        }
+        request = queued(project.id, *calls, received_at=now).to_wire()
         client.lpush(servers.prefix + queue, celery_message(queue, [request]))
         sent += n
 
@@ -406,10 +400,9 @@ def test_letters_stuck_in_replaying_are_reset_over_the_admin_api(
 ) -> None:
     from workers.failure.isolation import dead_letter_all
 
-    request = {"project_id": project.id, "source": "segment", "shared": None,
-               "received_at": "2026-11-01T00:00:00Z", "rejected": [],
-               "calls": [{"type": "track", "event": "E", "anonymousId": "st",
-                          "messageId": f"stuck-{i}"} for i in range(2)]}  # fmt: skip
+    calls = [{"type": "track", "event": "E", "anonymousId": "st", "messageId": f"stuck-{i}"}
+             for i in range(2)]  # fmt: skip
+    request = queued(project.id, *calls, received_at="2026-11-01T00:00:00Z")
     with db.transaction():
         dead_letter_all(db, [request], "transient_exhausted", psycopg.OperationalError("x"))
     ids = [r[0] for r in db.execute(

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import queued
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
 from ingest.store import dead_letters, deletions, rejections
@@ -27,10 +28,8 @@ def call(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 def run(db: psycopg.Connection, project: Project, *calls: dict[str, Any], source: str = "webhook"):  # type: ignore[no-untyped-def]
-    request = {"project_id": project.id, "source": source, "received_at": RECEIVED,
-               "shared": None, "calls": list(calls), "rejected": []}  # fmt: skip
     with db.transaction():
-        return process(db, [request], RULES)
+        return process(db, [queued(project.id, *calls, source=source, received_at=RECEIVED)], RULES)
 
 
 def count(db: psycopg.Connection, sql: str, project: Project) -> int:

@@ -37,6 +37,7 @@ from conftest import (
     Proc,
     Servers,
     koala,
+    queued,
     received_now,
     start_receiver,
     start_worker,
@@ -413,14 +414,7 @@ def _calls(tag: str, n: int, poison: bool = False) -> list[dict[str, Any]]:
 
 
 def _request(project: Project, calls: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "project_id": project.id,
-        "source": "segment",
-        "received_at": RECEIVED,
-        "shared": None,
-        "calls": calls,
-        "rejected": [],
-    }
+    return queued(project.id, *calls, received_at=RECEIVED).to_wire()
 
 
 def _worker_pool(url: str) -> ConnectionPool:

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 import redis
-from conftest import Servers, start_receiver, start_worker, wait_for
+from conftest import Servers, queued, start_receiver, start_worker, wait_for
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
 from ingest.store import jobs, projects
@@ -58,10 +58,8 @@ def store_calls(db: psycopg.Connection, project: Project, n: int) -> None:
         }
         for i in range(n)
     ]
-    request = {"project_id": project.id, "source": "segment", "shared": None,
-               "received_at": "2026-11-23T12:00:00Z", "calls": calls, "rejected": []}  # fmt: skip
     with db.transaction():
-        process(db, [request], RULES)
+        process(db, [queued(project.id, *calls, received_at="2026-11-23T12:00:00Z")], RULES)
 
 
 def test_a_second_job_of_a_kind_and_project_is_refused_while_one_is_active(

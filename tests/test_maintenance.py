@@ -11,9 +11,10 @@ from typing import Any
 
 import psycopg
 import redis
-from conftest import Proc, Servers, koala, wait_for
+from conftest import Proc, Servers, koala, queued, wait_for
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
+from ingest.message import QueuedRequest
 from ingest.store import events, jobs
 from ingest.store.projects import Project
 from workers.failure.isolation import dead_letter_all
@@ -37,9 +38,8 @@ def call(kind: str = "track", at: datetime = NOW, **fields: Any) -> dict[str, An
     }
 
 
-def request(project: Project, *calls: dict[str, Any]) -> dict[str, Any]:
-    return {"project_id": project.id, "source": "segment", "shared": None,
-            "received_at": NOW.isoformat(), "calls": list(calls), "rejected": []}  # fmt: skip
+def request(project: Project, *calls: dict[str, Any]) -> QueuedRequest:
+    return queued(project.id, *calls, received_at=NOW.isoformat())
 
 
 def store(db: psycopg.Connection, project: Project, *calls: dict[str, Any]) -> None:

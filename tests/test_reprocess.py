@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-from conftest import Servers
+from conftest import Servers, queued
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
 from ingest.store import jobs
@@ -37,16 +37,8 @@ def call(kind: str, at: str, **fields: Any) -> dict[str, Any]:
 
 
 def ingest(db: psycopg.Connection, project: Project, rules: Rules, *calls: dict[str, Any]) -> None:
-    request = {
-        "project_id": project.id,
-        "source": "segment",
-        "received_at": "2026-11-23T12:00:00.000Z",
-        "shared": None,
-        "calls": list(calls),
-        "rejected": [],
-    }
     with db.transaction():
-        process(db, [request], rules)
+        process(db, [queued(project.id, *calls, received_at="2026-11-23T12:00:00.000Z")], rules)
 
 
 def run_reprocess(

@@ -6,8 +6,10 @@ import itertools
 from typing import Any
 
 import psycopg
+from conftest import queued
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
+from ingest.message import QueuedRequest
 from ingest.store.projects import Project
 from workers.normalize import Rules
 from workers.pipeline import process
@@ -30,18 +32,14 @@ def request(
     rejected: list | None = None,
     source: str = "segment",
     shared: dict | None = None,
-) -> dict[str, Any]:
-    return {
-        "project_id": project.id,
-        "source": source,
-        "received_at": RECEIVED,
-        "shared": shared,
-        "calls": list(calls),
-        "rejected": rejected or [],
-    }
+) -> QueuedRequest:
+    return queued(
+        project.id, *calls, source=source, received_at=RECEIVED, shared=shared,
+        rejected=rejected or [],
+    )  # fmt: skip
 
 
-def run(db: psycopg.Connection, *requests: dict[str, Any]) -> Any:
+def run(db: psycopg.Connection, *requests: QueuedRequest) -> Any:
     with db.transaction():
         return process(db, list(requests), RULES)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from conftest import Proc, Servers, received_now, start_worker, wait_for
+from conftest import Proc, Servers, queued, received_now, start_worker, wait_for
 
 from ingest.queue import celery_message
 from ingest.store import projects
@@ -27,14 +27,7 @@ def push(servers: Servers, queue: str, messages: list[list[dict]]) -> None:
 
 
 def req(project: Project, calls: list[dict]) -> dict:
-    return {
-        "project_id": project.id,
-        "source": "segment",
-        "received_at": RECEIVED,
-        "shared": None,
-        "calls": calls,
-        "rejected": [],
-    }
+    return queued(project.id, *calls, received_at=RECEIVED).to_wire()
 
 
 def queue_empty(servers: Servers, queue: str) -> bool:

@@ -9,11 +9,12 @@ workers/failure/policy.py's to decide; workers/tasks.py carries it out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 
+from ingest.message import QueuedRequest
 from ingest.store import batches
 from workers import pipeline
 from workers.failure import isolation
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 def run(
     conn: psycopg.Connection,
     task_id: str,
-    requests: list[dict[str, Any]],
+    requests: Sequence[QueuedRequest],
     rules: Rules,
     statement_timeout_ms: int,
 ) -> pipeline.BatchResult | None:
@@ -51,7 +52,7 @@ def run(
 def dead_letter(
     conn: psycopg.Connection,
     task_id: str,
-    requests: list[dict[str, Any]],
+    requests: Sequence[QueuedRequest],
     reason: str,
     error: BaseException,
 ) -> pipeline.BatchResult | None:
@@ -63,11 +64,11 @@ def dead_letter(
         return isolation.dead_letter_all(conn, requests, reason, error)
 
 
-def age_seconds(requests: list[dict[str, Any]], now: datetime | None = None) -> float:
+def age_seconds(requests: Sequence[QueuedRequest], now: datetime | None = None) -> float:
     """How long ago the batch's oldest fresh call was received. A replay's calls carry their
     original (old) receipt time: only new calls age."""
-    fresh = [r for r in requests if not r.get("dead_letter_ids")]
+    fresh = [r for r in requests if not r.is_replay]
     if not fresh:
         return 0.0
-    stamps = [datetime.fromisoformat(r["received_at"].replace("Z", "+00:00")) for r in fresh]
+    stamps = [datetime.fromisoformat(r.received_at.replace("Z", "+00:00")) for r in fresh]
     return ((now or datetime.now(UTC)) - min(stamps)).total_seconds()

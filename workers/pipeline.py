@@ -13,7 +13,7 @@ import logging
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from ingest.message import QueuedRequest, message_id_of
 from ingest.metrics import Stage
 from ingest.store import counters, dead_letters, rejections
 from ingest.store.dead_letters import DeadLetter
@@ -74,16 +75,16 @@ class BatchResult:
 
 
 def dead_letter_for(
-    request: dict[str, Any],
+    request: QueuedRequest,
     call: dict[str, Any],
     replay_of: int | None,
     stage: str,
     reason: str,
     error: BaseException,
 ) -> DeadLetter:
-    message_id = call.get("messageId") or call.get("message_id")
+    message_id = message_id_of(call)
     return DeadLetter(
-        project_id=int(request["project_id"]),
+        project_id=request.project_id,
         # text columns cannot hold NUL either: a dead letter must always be writable
         message_id=_text(message_id) if message_id is not None else None,
         payload=call,
@@ -91,9 +92,9 @@ def dead_letter_for(
         reason=reason,
         error=_text(str(error))[:2000],
         traceback=_text("".join(traceback.format_exception(error)))[-8000:],
-        source=str(request["source"]),
-        shared=request.get("shared"),
-        received_at=request.get("received_at"),
+        source=request.source,
+        shared=request.shared,
+        received_at=request.received_at,
         replay_of=replay_of,
     )
 
@@ -102,19 +103,19 @@ def _text(value: object) -> str:
     return str(value).replace("\x00", "\\u0000")
 
 
-def rejection_rows(request: dict[str, Any], result: BatchResult) -> list[RejectionRow]:
-    project_id = int(request["project_id"])
+def rejection_rows(request: QueuedRequest, result: BatchResult) -> list[RejectionRow]:
+    project_id = request.project_id
     rows = []
-    for r in request.get("rejected") or ():
-        payload = r["payload"].replace("\x00", "\\u0000")  # text cannot hold NUL
+    for r in request.rejected:
+        payload = r.payload.replace("\x00", "\\u0000")  # text cannot hold NUL
         rows.append(
             RejectionRow(
                 project_id,
-                request["received_at"],
-                str(request["source"]),
-                r.get("index"),
-                r["code"],
-                r["message"],
+                request.received_at,
+                request.source,
+                r.index,
+                r.code,
+                r.message,
                 payload,
             )
         )
@@ -122,32 +123,26 @@ def rejection_rows(request: dict[str, Any], result: BatchResult) -> list[Rejecti
     return rows
 
 
-def replay_ids(request: dict[str, Any]) -> list[int | None]:
-    ids = request.get("dead_letter_ids")
-    return list(ids) if ids else [None] * len(request.get("calls") or ())
-
-
-def process(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rules) -> BatchResult:
+def process(
+    conn: psycopg.Connection, requests: Sequence[QueuedRequest], rules: Rules
+) -> BatchResult:
     result = BatchResult()
     events: list[Event] = []
     refused: list[RejectionRow] = []
     dead: list[DeadLetter] = []
     with result.timed(Stage.NORMALIZE):
         for request in requests:
-            project_id = int(request["project_id"])
-            source = str(request["source"])
+            project_id = request.project_id
             refused += rejection_rows(request, result)
-            for call, replay_of in zip(
-                request.get("calls") or (), replay_ids(request), strict=True
-            ):
+            for call, replay_of in zip(request.calls, request.replay_of(), strict=True):
                 try:
-                    event = normalize(project_id, source, call, request.get("shared"), rules)
+                    event = normalize(project_id, request.source, call, request.shared, rules)
                 except NormalizeError as error:
                     log.warning(
                         "call dead-lettered: %s",
                         error,
                         extra={"stage": "normalize", "project": project_id, "reason": error.reason,
-                               "message_id": call.get("messageId") or call.get("message_id")},
+                               "message_id": message_id_of(call)},
                     )  # fmt: skip
                     dead.append(
                         dead_letter_for(request, call, replay_of, "normalize", error.reason, error)

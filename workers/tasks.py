@@ -21,6 +21,7 @@ from kombu.utils.json import dumps as kombu_json_dumps
 from ingest import redis_clients
 from ingest.breaker import count
 from ingest.config import Settings, get_settings
+from ingest.message import QueuedRequest
 from ingest.queue import TASK_NAME
 from ingest.store import jobs
 from workers import batch, pipeline, recovery, report, schedule
@@ -148,7 +149,7 @@ class BatchTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
 
     def fail(
-        self, error: Exception, task_id: str, queue: str, requests: list[dict[str, Any]]
+        self, error: Exception, task_id: str, queue: str, requests: list[QueuedRequest]
     ) -> dict[str, int]:
         policy = RetryPolicy.of(get_settings())
         attempts = self.request.retries
@@ -179,10 +180,11 @@ class BatchTask(Task):  # type: ignore[misc]
 
 
 @app.task(name=TASK_NAME, base=BatchTask, bind=True)
-def ingest(self: BatchTask, requests: list[dict[str, Any]]) -> dict[str, int]:
+def ingest(self: BatchTask, wire: list[dict[str, Any]]) -> dict[str, int]:
     """Process one queued batch (one or more whole HTTP requests), exactly once
     (workers/batch.py); a failure goes to `BatchTask.fail`."""
     settings = get_settings()
+    requests = [QueuedRequest.from_wire(r) for r in wire]
     task_id = self.request.id or ""
     # the queue it came from: its ledger entry lives beside that queue
     queue = str((self.request.delivery_info or {}).get("routing_key") or settings.queue_name)
@@ -213,7 +215,7 @@ def ingest(self: BatchTask, requests: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _dead_letter_batch(
-    task_id: str, queue: str, requests: list[dict[str, Any]], reason: str, error: BaseException
+    task_id: str, queue: str, requests: list[QueuedRequest], reason: str, error: BaseException
 ) -> dict[str, int]:
     with Pools.get().connection() as conn:
         result = batch.dead_letter(conn, task_id, requests, reason, error)

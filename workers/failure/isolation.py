@@ -11,39 +11,43 @@ A batch whose transient failures outlast the retries has all its calls dead-lett
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
 
 import psycopg
 
+from ingest.message import QueuedRequest, message_id_of
 from ingest.store import counters, dead_letters, rejections
 from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
 from workers.failure.policy import RETRYABLE
 from workers.normalize import Rules
-from workers.pipeline import BatchResult, dead_letter_for, process, rejection_rows, replay_ids
+from workers.pipeline import BatchResult, dead_letter_for, process, rejection_rows
 
 log = logging.getLogger(__name__)
 
 
-def split_units(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def split_units(requests: Sequence[QueuedRequest]) -> list[QueuedRequest]:
     """One request per call (rejections in a unit of their own), for isolation."""
     units = []
     for request in requests:
-        if request.get("rejected"):
-            units.append({**request, "calls": [], "dead_letter_ids": None})
-        for call, replay_of in zip(request.get("calls") or (), replay_ids(request), strict=True):
+        if request.rejected:
+            units.append(replace(request, calls=[], dead_letter_ids=None))
+        for call, replay_of in zip(request.calls, request.replay_of(), strict=True):
             units.append(
-                {
-                    **request,
-                    "calls": [call],
-                    "rejected": [],
-                    "dead_letter_ids": [replay_of] if replay_of else None,
-                }
+                replace(
+                    request,
+                    calls=[call],
+                    rejected=[],
+                    dead_letter_ids=[replay_of] if replay_of else None,
+                )
             )
     return units
 
 
-def isolate(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rules) -> BatchResult:
+def isolate(
+    conn: psycopg.Connection, requests: Sequence[QueuedRequest], rules: Rules
+) -> BatchResult:
     """Process a batch that failed for good: bisect it in savepoints until each failing
     call is alone, dead-letter those (stage `store`), store everything else. A transient
     error meanwhile is raised: the whole batch is retried."""
@@ -54,7 +58,7 @@ def isolate(conn: psycopg.Connection, requests: list[dict[str, Any]], rules: Rul
 
 def _bisect(
     conn: psycopg.Connection,
-    units: list[dict[str, Any]],
+    units: list[QueuedRequest],
     rules: Rules,
     result: BatchResult,
 ) -> None:
@@ -73,30 +77,30 @@ def _bisect(
             _bisect(conn, units[middle:], rules, result)
             return
         [unit] = units
-        [poison] = unit["calls"] or [{}]
+        [poison] = unit.calls or [{}]
         log.warning(
             "poison call isolated: %s",
             error,
-            extra={"stage": "store", "project": unit["project_id"], "reason": type(error).__name__,
-                   "message_id": poison.get("messageId") or poison.get("message_id")},
+            extra={"stage": "store", "project": unit.project_id, "reason": type(error).__name__,
+                   "message_id": message_id_of(poison)},
         )  # fmt: skip
         with conn.transaction():
             letters = [
                 dead_letter_for(unit, call, replay_of, "store", type(error).__name__, error)
-                for call, replay_of in zip(unit["calls"], replay_ids(unit), strict=True)
+                for call, replay_of in zip(unit.calls, unit.replay_of(), strict=True)
             ]
             dead_letters.insert(conn, letters)
             fresh = [d for d in letters if d.replay_of is None]
             dead = BatchResult()
-            dead.count(unit["project_id"], f"reason:{type(error).__name__}", len(letters))
+            dead.count(unit.project_id, f"reason:{type(error).__name__}", len(letters))
             if fresh:
-                dead.count(unit["project_id"], "dead_lettered", len(fresh))
+                dead.count(unit.project_id, "dead_lettered", len(fresh))
                 counters.add(conn, dead.per_project)
             result.add(dead)
 
 
 def dead_letter_all(
-    conn: psycopg.Connection, requests: list[dict[str, Any]], reason: str, error: BaseException
+    conn: psycopg.Connection, requests: Sequence[QueuedRequest], reason: str, error: BaseException
 ) -> BatchResult:
     """Every call of a batch that kept failing transiently becomes a dead letter (stage
     `store`); its rejections are still recorded."""
@@ -105,11 +109,11 @@ def dead_letter_all(
     refused: list[RejectionRow] = []
     for unit in split_units(requests):
         refused += rejection_rows(unit, result)
-        for call, replay_of in zip(unit["calls"], replay_ids(unit), strict=True):
+        for call, replay_of in zip(unit.calls, unit.replay_of(), strict=True):
             letters.append(dead_letter_for(unit, call, replay_of, "store", reason, error))
             if replay_of is None:
-                result.count(int(unit["project_id"]), "dead_lettered")
-            result.count(int(unit["project_id"]), f"reason:{reason}")
+                result.count(unit.project_id, "dead_lettered")
+            result.count(unit.project_id, f"reason:{reason}")
     rejections.insert(conn, refused)
     dead_letters.insert(conn, letters)
     counters.add(conn, result.per_project)
