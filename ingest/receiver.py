@@ -541,23 +541,29 @@ class FastPath:
         return self.app.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and cors.is_browser_path(scope["path"])
-            and cors.has_origin(scope["headers"])
-        ):
-            await self.browser(scope, receive, send)
-            return
-        await self.ingest(scope, receive, send)
+        # `ingest` inlined: a coroutine frame more per request was ~2% of a single call
+        # (callgrind, bench.receiver_cost)
+        if scope["type"] == "http":
+            path = scope["path"]
+            if cors.is_browser_path(path) and cors.has_origin(scope["headers"]):
+                await self.browser(scope, receive, send)
+                return
+            if scope["method"] == "POST":
+                handler = self.handlers.get(path)
+                if handler is not None:
+                    response = await handler(HotRequest(scope, receive))
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
     async def ingest(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.handlers.get(scope["path"])
-            if handler is not None:
-                response = await handler(HotRequest(scope, receive))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        """What CORS wraps for a browser's request: the same dispatch as `__call__`."""
+        handler = self.handlers.get(scope["path"]) if scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        response = await handler(HotRequest(scope, receive))
+        await response(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastPath:
