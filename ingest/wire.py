@@ -25,7 +25,7 @@ import orjson
 
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 # Segment's `{"type": "delete", "userId": ...}`: not an event but an order to erase a
-# person (workers/store.py `erase`); taken only from a signed webhook (see _problem).
+# person (workers/apply.py `erase`); taken only from a signed webhook (see _problem).
 DELETE_TYPE = "delete"
 SHORT_PATHS = {
     "t": "track",

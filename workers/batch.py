@@ -34,9 +34,7 @@ def run(
     """Store the batch; None when it was committed already. Raises what the policy judges:
     a transient error, or something nobody foresaw."""
     with conn.transaction():
-        conn.execute(
-            "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout_ms),)
-        )
+        batches.limit_statements(conn, statement_timeout_ms)
         if not batches.claim(conn, task_id):
             return None
         try:

@@ -27,7 +27,7 @@ from ingest.store import counters, dead_letters, rejections
 from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
 from ingest.wire import DELETE_TYPE
-from workers import store
+from workers import apply
 from workers.dedupe import dedupe
 from workers.normalize import Event, NormalizeError, Rules, normalize
 from workers.resolve import resolve
@@ -169,18 +169,18 @@ def process(
     for project_id, group in groupby(by_project, key=lambda e: e.project_id):
         batch = list(group)
         with result.timed(Stage.STORE):
-            graph = store.load_graph(conn, project_id, batch)
+            graph = apply.load_graph(conn, project_id, batch)
         with result.timed(Stage.RESOLVE):
             plan = resolve(batch, graph)
         with result.timed(Stage.STORE):
-            store.apply(conn, project_id, batch, plan, graph)
+            apply.apply_plan(conn, project_id, batch, plan, graph)
         result.count(project_id, "stored", len(batch))
         result.count(project_id, "merges", len(plan.merges))
         result.count(project_id, "merges_refused", len(plan.refused))
 
     for event in deletes:
         with result.timed(Stage.DELETE):
-            erased = store.erase(conn, event)
+            erased = apply.erase(conn, event)
         result.count(event.project_id, "stored")  # carried out: kept in `deletions`
         result.count(event.project_id, "deletions")
         log.info(

@@ -39,6 +39,7 @@ import psycopg
 import redis
 
 from ingest.queue import Ledger, oldest_received
+from ingest.store import batches
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,7 @@ def recover(
     # score: last known alive, never before it was queued (see Ledger)
     entries = [Entry(_text(t), datetime.fromtimestamp(float(score), UTC)) for t, score in due]
     ids = [e.task_id for e in entries]
-    rows = conn.execute(
-        "SELECT task_id FROM processed_batches WHERE task_id = ANY(%s)", (ids,)
-    ).fetchall()
-    committed = {str(r[0]) for r in rows}
+    committed = batches.committed(conn, ids)
     held = {t for t, v in zip(ids, client.hmget(ledger.unacked, ids), strict=True) if v}
     # Read the queue's end after the unacked hash: a message fetched meanwhile is then seen
     # as left the queue and, at worst, put back once more (a no-op run).

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from ingest.store import events, identities, profiles
-from workers import store
+from workers import apply
 from workers.normalize import Event, NormalizeError, Rules, normalize
 from workers.resolve import Key, event_keys, lookup_keys, resolve
 
@@ -85,13 +85,13 @@ def reprocess(
     every_key = sorted({k for keys in (*new_keys.values(), *old_keys.values()) for k in keys})
     ids = [row["id"] for row, _ in batch]
     before = {row["profile_id"] for row, _ in batch if row["profile_id"] is not None}
-    store.lock_identities(conn, project_id, every_key, also_profiles=before)
+    apply.lock_identities(conn, project_id, every_key, also_profiles=before)
     # Read again under the locks: a merge that committed meanwhile may have moved them to
     # a profile not locked yet (lock it too: its count changes below).
     counted_on = events.profiles_of(conn, ids)
     moved_meanwhile = sorted({p for p in counted_on.values() if p is not None} - before)
     if moved_meanwhile:
-        identities.lock(conn, [store.profile_lock(p) for p in moved_meanwhile])
+        identities.lock(conn, [apply.profile_lock(p) for p in moved_meanwhile])
         counted_on = events.profiles_of(conn, ids)
 
     # An event without any identifier has nothing to resolve by: it stays on its profile
@@ -103,13 +103,13 @@ def reprocess(
     out.counts["identifiers_retired"] += identities.retire(conn, project_id, stale, ids)
 
     evs = [event for _, event in batch]
-    graph = store.graph_of(conn, identities.owners(conn, project_id, lookup_keys(evs)))
+    graph = apply.graph_of(conn, identities.owners(conn, project_id, lookup_keys(evs)))
     plan = resolve(evs, graph)
-    real = store.apply_graph(conn, project_id, evs, plan, graph)
+    real = apply.apply_graph(conn, project_id, evs, plan, graph)
 
     # (an anchored event follows its profile if this batch merged that profile away)
     rewrites = [
-        (r["id"], e, real(int(counted_on[r["id"]] or 0)), store.identifiers_of(e))
+        (r["id"], e, real(int(counted_on[r["id"]] or 0)), apply.identifiers_of(e))
         for r, e in anchored
     ]
     deltas: Counter[int] = Counter()
@@ -120,7 +120,7 @@ def reprocess(
             deltas[real(previous)] -= 1  # resolve counted it again on `profile`
         if previous is not None and real(previous) != profile:
             out.counts["moved"] += 1
-        rewrites.append((row["id"], event, profile, store.identifiers_of(event)))
+        rewrites.append((row["id"], event, profile, apply.identifiers_of(event)))
     profiles.add_counts(conn, dict(deltas))
     events.rewrite(conn, rewrites)
     out.counts["reprocessed"] += len(batch) + len(anchored)

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.store import jobs
+from ingest.store import batches, jobs
 from workers.failure.policy import RETRYABLE, backoff
 from workers.jobs import kinds
 from workers.jobs.base import STALE_SECONDS, Context, Job, Step
@@ -105,10 +105,7 @@ class Runner:
         while True:
             try:
                 with conn.transaction():
-                    conn.execute(
-                        "SELECT set_config('statement_timeout', %s, true)",
-                        (str(self.ctx.settings.statement_timeout_ms),),
-                    )
+                    batches.limit_statements(conn, self.ctx.settings.statement_timeout_ms)
                     step = job.step(conn, cursor)
                     cancelled = jobs.progress(
                         conn,

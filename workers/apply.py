@@ -1,4 +1,4 @@
-"""Store: load (and lock) the identity graph a batch touches, then write the batch's plan
+"""Apply: load (and lock) the identity graph a batch touches, then write the batch's plan
 with set-based statements, all inside the batch's one transaction.
 
 Lock order, the same in every worker so batches cannot deadlock on each other: dedup keys
@@ -82,7 +82,7 @@ def identifiers_of(event: Event) -> list[str]:
     return [f"{kind}:{value}" for kind, value in event_keys(event)]
 
 
-def apply(
+def apply_plan(
     conn: psycopg.Connection, project_id: int, batch: list[Event], plan: Plan, graph: Graph
 ) -> None:
     """Write a new batch: the graph's changes, then its events (COPY)."""
