@@ -131,38 +131,19 @@ def test_whole_workers_killed_with_sigkill_under_load_lose_no_call(
     project = projects.create(db, f"chaos-{secrets.token_hex(3)}")
     rx = start_receiver(servers, tmp_path, **env)
     beat = Proc(koala("beat"), servers.env(**env), tmp_path / "beat.log")
-    accepted: list[str] = []
-    stop = threading.Event()
-
-    def send() -> None:
-        n = 0
-        with httpx.Client(timeout=10) as http:
-            while not stop.is_set():
-                batch = [{"type": "track", "event": "E", "anonymousId": f"c{i % 30}",
-                          "messageId": f"chaos-{n + i}"} for i in range(10)]  # fmt: skip
-                if http.post(rx.url + "/v1/batch", auth=(project.public_key, ""),
-                             json={"batch": batch}).status_code == 200:  # fmt: skip
-                    accepted.extend(str(c["messageId"]) for c in batch)
-                n += 10
-                time.sleep(0.005)
-
-    sender = threading.Thread(target=send)
     worker = start_worker(servers, tmp_path, name="chaos0", **env)
     try:
-        sender.start()
-        for round_ in range(1, 6):
-            time.sleep(1.5)
-            os.killpg(worker.process.pid, signal.SIGKILL)  # consumer and pool, no warning
-            worker.process.wait()
-            worker = start_worker(servers, tmp_path, name=f"chaos{round_}", **env)
-        stop.set()
-        sender.join(30)
-        want = set(accepted)
-        assert len(want) == len(accepted) > 200
+        with Load(rx.url, project.public_key, "chaos") as load:
+            for round_ in range(1, 6):
+                time.sleep(1.5)
+                os.killpg(worker.process.pid, signal.SIGKILL)  # consumer and pool, no warning
+                worker.process.wait()
+                worker = start_worker(servers, tmp_path, name=f"chaos{round_}", **env)
+        want = set(load.accepted)
+        assert len(want) == len(load.accepted) > 200
         wait_for(lambda: {m for m, _ in _stored(db, project.id)} >= want, timeout=120,
                  interval=1)  # fmt: skip
     finally:
-        stop.set()
         worker.stop()
         beat.stop()
         rx.proc.stop()
