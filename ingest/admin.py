@@ -21,13 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ingest import cors, jobkinds, redis_clients, reports
+from ingest import cors, jobkinds, redis_clients, reports, reprocessing
 from ingest.config import Settings
+from ingest.identifiers import Rules
 from ingest.replay import replay as replay_letters
 from ingest.store import dead_letters, deletions, jobs, projects, rejections
 from ingest.store.projects import Project
 from ingest.wire import WireError
-from workers.normalize import Rules
 
 MAX_LIMIT = 1000
 
@@ -247,8 +247,6 @@ class Admin:
         import redis as sync_redis
         from starlette.responses import Response
 
-        from workers.jobs import ReprocessJob, enqueue, parse_time, start_reprocess
-
         project = await self.project(request)
         try:
             body = orjson.loads(await request.body() or b"{}")
@@ -260,9 +258,9 @@ class Admin:
         if not isinstance(batch_size, int) or not 1 <= batch_size <= 50_000:
             raise WireError(400, "invalid_batch_size", "batch_size is a number from 1 to 50000")
         try:
-            params = ReprocessJob.params(
-                parse_time(str(body["since"])),
-                parse_time(str(body["until"])),
+            params = reprocessing.params(
+                reprocessing.parse_time(str(body["since"])),
+                reprocessing.parse_time(str(body["until"])),
                 batch_size,
                 self.rules,
             )
@@ -271,7 +269,7 @@ class Admin:
 
         def start(conn: psycopg.Connection) -> tuple[int, bool]:
             try:
-                found = start_reprocess(
+                found = reprocessing.start(
                     conn, project.id, params, "api", restart=bool(body.get("restart"))
                 )
             except jobs.JobConflict as conflict:
@@ -282,7 +280,7 @@ class Admin:
                 ) from None
             client = redis_clients.sync_client(self.settings.require_redis_url())
             try:
-                enqueue(client, self.settings, found[0])
+                reprocessing.enqueue(client, self.settings, found[0])
             except sync_redis.RedisError as error:
                 # the job is recorded: the beat's sweep of stalled jobs starts it later
                 log.warning(

@@ -234,7 +234,7 @@ def profiles_lookup(
 ) -> None:
     """Find a visitor profile by one identifier."""
     from ingest import reports
-    from workers.normalize import Rules
+    from ingest.identifiers import Rules
 
     given = {
         k: v
@@ -505,8 +505,8 @@ app.add_typer(jobs_app, name="jobs")
 
 def _job_context(settings: Settings) -> Any:
 
+    from ingest.identifiers import Rules
     from workers.jobs import Context
-    from workers.normalize import Rules
 
     return Context(
         settings,
@@ -520,7 +520,8 @@ def _run_with_progress(settings: Settings, job_id: int, label: str) -> str:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.store import jobs
-    from workers.jobs import Runner, Step
+    from workers.jobs import Step
+    from workers.jobs.runner import Runner
 
     with _connect(settings, autocommit=True) as conn:
         row = jobs.get(conn, job_id)
@@ -567,13 +568,14 @@ def reprocess(
     """Normalize and resolve a project's stored events in a time range again, with today's
     rules: derived fields overwritten, profiles re-attributed, nothing duplicated. The same
     command resumes an interrupted run from its cursor."""
+    from ingest import reprocessing
+    from ingest.identifiers import Rules
     from ingest.store import jobs
-    from workers.jobs import ReprocessJob, enqueue, parse_time, start_reprocess
-    from workers.normalize import Rules
 
     settings = _settings()
     try:
-        params = ReprocessJob.params(parse_time(since), parse_time(until),
+        params = reprocessing.params(reprocessing.parse_time(since),
+                                     reprocessing.parse_time(until),
                                      batch_size or settings.reprocess_batch_size,
                                      Rules.of(settings))  # fmt: skip
     except ValueError as error:
@@ -581,14 +583,16 @@ def reprocess(
     with _connect(settings, autocommit=True) as conn:
         project = _project(conn, name)
         try:
-            job_id, resumed = start_reprocess(conn, project.id, params,
+            job_id, resumed = reprocessing.start(conn, project.id, params,
                                               "cli", restart=restart)  # fmt: skip
         except jobs.JobConflict as conflict:
             raise _fail(f"job {conflict.active_id} is reprocessing {name} already"
                         f" (koala-ingest jobs show {conflict.active_id})") from None  # fmt: skip
     typer.echo(f"{'resuming' if resumed else 'started'} job {job_id}")
     if background:
-        enqueue(redis_clients.sync_client(settings.require_redis_url()), settings, job_id)
+        reprocessing.enqueue(
+            redis_clients.sync_client(settings.require_redis_url()), settings, job_id
+        )
         typer.echo(f"queued for the workers; follow it with: koala-ingest jobs show {job_id}")
         return
     status = _run_with_progress(settings, job_id, f"reprocessing {name}")

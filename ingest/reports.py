@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 
+from ingest.identifiers import Rules, clean_email, clean_identifier
 from ingest.store import accounts, counters, events, identities, profiles
 from ingest.store.projects import Project
-from workers.normalize import Rules, clean_email, clean_identifier
 
 LOOKUP_KINDS = ("email", "profile_id", "user_id", "anonymous_id")
 

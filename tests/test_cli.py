@@ -75,8 +75,8 @@ def test_reprocess_applies_a_changed_rule_to_a_range_and_jobs_shows_the_run(
     servers: Servers, db: psycopg.Connection
 ) -> None:
     from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
+    from ingest.identifiers import Rules
     from ingest.store import projects
-    from workers.normalize import Rules
     from workers.pipeline import process
 
     project = projects.create(db, f"rp-{secrets.token_hex(3)}")
@@ -115,8 +115,8 @@ def test_deletions_lists_what_each_delete_call_named_and_erased(
     servers: Servers, db: psycopg.Connection
 ) -> None:
     from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
+    from ingest.identifiers import Rules
     from ingest.store import projects
-    from workers.normalize import Rules
     from workers.pipeline import process
 
     project = projects.create(db, f"del-{secrets.token_hex(3)}", webhook_secret="s")

@@ -10,12 +10,12 @@ import pytest
 from conftest import queued
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
+from ingest.identifiers import Rules
 from ingest.store import dead_letters, deletions, rejections
 from ingest.store.dead_letters import DeadLetter
 from ingest.store.projects import Project
 from ingest.store.rejections import RejectionRow
 from ingest.wire import parse_segment, parse_webhook
-from workers.normalize import Rules
 from workers.pipeline import process
 
 RULES = Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS))

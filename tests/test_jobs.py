@@ -17,10 +17,11 @@ import redis
 from conftest import Servers, queued, start_receiver, start_worker, wait_for
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
+from ingest.identifiers import Rules
 from ingest.store import jobs, projects
 from ingest.store.projects import Project
-from workers.jobs import Context, Job, Runner, Step
-from workers.normalize import Rules
+from workers.jobs import Context, Job, Step
+from workers.jobs.runner import Runner
 from workers.pipeline import process
 
 TOKEN = "jobs-token"

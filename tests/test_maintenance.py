@@ -14,12 +14,13 @@ import redis
 from conftest import Proc, Servers, koala, queued, wait_for
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
+from ingest.identifiers import Rules
 from ingest.message import QueuedRequest
 from ingest.store import events, jobs
 from ingest.store.projects import Project
 from workers.failure.isolation import dead_letter_all
-from workers.jobs import Context, Runner, kinds
-from workers.normalize import Rules
+from workers.jobs import Context, kinds
+from workers.jobs.runner import Runner
 from workers.pipeline import process
 
 RULES = Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS))

@@ -7,16 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
-from workers.normalize import (
-    NormalizeError,
-    Rules,
-    clean_email,
-    clean_identifier,
-    corrected_timestamp,
-    domain_of,
-    normalize,
-    parse_time,
-)
+from ingest.identifiers import Rules, clean_email, clean_identifier
+from workers.normalize import NormalizeError, corrected_timestamp, domain_of, normalize, parse_time
 
 BLOCKED = frozenset(DEFAULT_BLOCKED_IDENTIFIERS)
 RULES = Rules(BLOCKED)

@@ -12,11 +12,13 @@ import pytest
 import redis
 from conftest import Servers, queued
 
+from ingest import reprocessing
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
+from ingest.identifiers import Rules
 from ingest.store import jobs
 from ingest.store.projects import Project
-from workers.jobs import Context, ReprocessJob, Runner
-from workers.normalize import Rules
+from workers.jobs import Context
+from workers.jobs.runner import Runner
 from workers.pipeline import process
 
 OLD = Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS))
@@ -51,7 +53,7 @@ def run_reprocess(
     batch_size: int = 1000,
 ) -> dict[str, Any]:
     job_id = jobs.create(
-        db, "reprocess", project.id, ReprocessJob.params(since, until, batch_size, rules), "cli"
+        db, "reprocess", project.id, reprocessing.params(since, until, batch_size, rules), "cli"
     )
     settings = Settings(database_url=servers.database_url, redis_url=servers.redis_url)
     ctx = Context(settings, rules, lambda: redis.Redis.from_url(servers.redis_url))
@@ -168,7 +170,7 @@ def test_reprocess_resumes_from_its_cursor_and_counts_each_event_once(
     ]
     ingest(db, project, OLD, *calls)
     job_id = jobs.create(
-        db, "reprocess", project.id, ReprocessJob.params(SINCE, UNTIL, 10, NEW), "cli"
+        db, "reprocess", project.id, reprocessing.params(SINCE, UNTIL, 10, NEW), "cli"
     )
     settings = Settings(database_url=servers.database_url, redis_url=servers.redis_url)
     ctx = Context(settings, NEW, lambda: redis.Redis.from_url(servers.redis_url))

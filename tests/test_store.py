@@ -9,9 +9,9 @@ import psycopg
 from conftest import queued
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS
+from ingest.identifiers import Rules
 from ingest.message import QueuedRequest
 from ingest.store.projects import Project
-from workers.normalize import Rules
 from workers.pipeline import process
 
 BLOCKED = frozenset(DEFAULT_BLOCKED_IDENTIFIERS)

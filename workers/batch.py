@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from ingest.identifiers import Rules
 from ingest.message import QueuedRequest
 from ingest.store import batches
 from workers import pipeline
 from workers.failure import isolation
 from workers.failure.policy import RETRYABLE
-from workers.normalize import Rules
 
 log = logging.getLogger(__name__)
 

@@ -11,37 +11,11 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from ingest.config import Settings
-
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """The normalization rules a deployment configures. A changed rule applies to new
-    calls at once, and to history through `koala-ingest reprocess`."""
-
-    blocked: frozenset[str]
-    # `ann+news@acme.com` is the visitor `ann@acme.com` (sub-addressing, RFC 5233)
-    strip_plus_tags: bool = False
-
-    @classmethod
-    def of(cls, settings: Settings) -> Rules:
-        return cls(frozenset(settings.blocked_identifiers), settings.email_strip_plus_tags)
-
-    def as_params(self) -> dict[str, Any]:
-        """The rules as a job records them: a job runs with the rules it was started with,
-        whichever process (CLI, worker) runs or resumes it."""
-        return {"blocked": sorted(self.blocked), "strip_plus_tags": self.strip_plus_tags}
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Rules:
-        return cls(frozenset(params["blocked"]), bool(params["strip_plus_tags"]))
+from ingest.identifiers import Rules, clean_email, clean_identifier
 
 
 class NormalizeError(ValueError):
@@ -128,32 +102,6 @@ def corrected_timestamp(
         raise NormalizeError(
             "invalid_timestamp", f"timestamp {original} sent at {sent_at} is out of range"
         ) from None
-
-
-def clean_identifier(value: Any, blocked: frozenset[str]) -> str | None:
-    """A usable identifier, or None for missing and blocked values (`null`, `0`, ...)."""
-    if value is None or isinstance(value, bool | dict | list):
-        return None
-    text = str(value).strip()
-    if text.lower() in blocked or not text:
-        return None
-    return text
-
-
-def clean_email(value: Any, blocked: frozenset[str], strip_plus_tags: bool = False) -> str | None:
-    """Trimmed, lower-cased, and only if it is an email (without its `+tag` if asked)."""
-    text = clean_identifier(value, blocked)
-    if text is None:
-        return None
-    text = text.lower()
-    if not EMAIL_RE.match(text):
-        return None
-    if strip_plus_tags:
-        local, _, domain = text.rpartition("@")
-        local = local.split("+", 1)[0]
-        if local:
-            text = f"{local}@{domain}"
-    return text
 
 
 def _obj(value: Any) -> dict[str, Any]:

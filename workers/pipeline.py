@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from ingest.identifiers import Rules
 from ingest.message import QueuedRequest, message_id_of
 from ingest.metrics import Stage
 from ingest.store import counters, dead_letters, rejections
@@ -29,7 +30,7 @@ from ingest.store.rejections import RejectionRow
 from ingest.wire import DELETE_TYPE
 from workers import apply
 from workers.dedupe import dedupe
-from workers.normalize import Event, NormalizeError, Rules, normalize
+from workers.normalize import Event, NormalizeError, normalize
 from workers.resolve import resolve
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,10 @@ from typing import Any
 
 import psycopg
 
+from ingest.identifiers import Rules
 from ingest.store import events, identities, profiles
 from workers import apply
-from workers.normalize import Event, NormalizeError, Rules, normalize
+from workers.normalize import Event, NormalizeError, normalize
 from workers.resolve import Key, event_keys, lookup_keys, resolve
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,12 @@ from typing import Any
 
 import psycopg
 
+from ingest import reprocessing
 from ingest.config import Settings
+from ingest.identifiers import Rules
 from ingest.jobkinds import KINDS
 from ingest.store import jobs, projects
+from workers.jobs import kinds
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +69,6 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
     """Record this period's run(s) of a scheduled job and return the jobs to run: one run
     (one per project for `reprocess`), none if this period already has it. A run that finds
     the previous one still active is recorded as `skipped`."""
-    from workers.jobs import kinds
-    from workers.jobs.reprocessing import ReprocessJob
-    from workers.normalize import Rules
-
     every = interval(settings, kind)
     if not every:
         return []
@@ -78,7 +77,7 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
     if KINDS[kind].per_project:
         until = datetime.fromtimestamp(number * every, UTC)
         since = until - timedelta(hours=settings.reprocess_window_hours)
-        params = ReprocessJob.params(
+        params = reprocessing.params(
             since, until, settings.reprocess_batch_size, Rules.of(settings)
         )
         runs = [(p.id, params) for p in projects.list_active(conn)]

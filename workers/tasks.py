@@ -21,13 +21,14 @@ from kombu.utils.json import dumps as kombu_json_dumps
 from ingest import redis_clients
 from ingest.breaker import count
 from ingest.config import Settings, get_settings
+from ingest.identifiers import Rules
 from ingest.message import QueuedRequest
 from ingest.queue import TASK_NAME
 from ingest.store import jobs
 from workers import batch, pipeline, recovery, report, schedule
 from workers import jobs as jobs_runner
 from workers.failure.policy import DeadLetter, Retry, RetryPolicy
-from workers.normalize import Rules
+from workers.jobs.runner import Runner
 from workers.resources import Pools, RedisClient
 
 log = logging.getLogger(__name__)
@@ -226,10 +227,10 @@ def _dead_letter_batch(
     return {"dead_lettered": result.total("dead_lettered")}
 
 
-def _runner() -> jobs_runner.Runner:
+def _runner() -> Runner:
     settings = get_settings()
     ctx = jobs_runner.Context(settings, Rules.of(settings), RedisClient.get)
-    return jobs_runner.Runner(Pools.get().connection, ctx)
+    return Runner(Pools.get().connection, ctx)
 
 
 def _run_slice(job_id: int) -> str:
@@ -282,7 +283,7 @@ def recover_lost(self: Task) -> int:
 def resume_jobs(self: Task) -> int:
     """Hand stalled jobs (a continuation message lost, a runner killed) to a worker."""
     with Pools.get().connection() as conn:
-        stalled = jobs.stalled(conn, jobs_runner.STALE_SECONDS)
+        stalled = jobs.stalled(conn, jobs.STALE_SECONDS)
     for job_id in stalled:
         log.warning("job %d stalled; resuming it", job_id)
         run_job.apply_async(args=[job_id])

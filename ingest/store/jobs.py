@@ -18,6 +18,12 @@ from psycopg.types.json import Jsonb
 
 from ingest.store._json import jsonb
 
+# A runner that has not written progress for this long is presumed dead and its job may be
+# taken over (a taken-over runner cannot write: its token is fenced). Every step is a
+# bounded batch, each statement under KOALA_STATEMENT_TIMEOUT_MS; this leaves room for
+# several statements stuck on locks for the whole timeout.
+STALE_SECONDS = 600.0
+
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled", "skipped")
 MAX_ERRORS = 50

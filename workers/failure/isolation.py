@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import psycopg
 
+from ingest.identifiers import Rules
 from ingest.message import QueuedRequest, message_id_of
 from ingest.store import counters, dead_letters, rejections
 from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
 from workers.failure.policy import RETRYABLE
-from workers.normalize import Rules
 from workers.pipeline import BatchResult, dead_letter_for, process, rejection_rows
 
 log = logging.getLogger(__name__)

@@ -7,20 +7,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import psycopg
 import redis
 
 from ingest.config import Settings
-from workers.normalize import Rules
-
-# A runner that has not written progress for this long is presumed dead and its job may be
-# taken over (a taken-over runner cannot write: its token is fenced). Every step is a
-# bounded batch, each statement under KOALA_STATEMENT_TIMEOUT_MS; this leaves room for
-# several statements stuck on locks for the whole timeout.
-STALE_SECONDS = 600.0
+from ingest.identifiers import Rules
 
 
 @dataclass(slots=True)
@@ -49,12 +42,6 @@ class Context:
     settings: Settings
     rules: Rules
     redis: Callable[[], redis.Redis]
-
-
-def parse_time(value: str) -> datetime:
-    """ISO-8601 date or time; without an offset it is UTC."""
-    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 Builder = Callable[[dict[str, Any], Context], Job]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from ingest.config import Settings
+from ingest.identifiers import Rules
 from ingest.replay import replay
 from ingest.store import (
     batches,
@@ -37,7 +38,6 @@ from ingest.store import (
 )
 from workers.failure.policy import TRANSIENT_EXHAUSTED
 from workers.jobs.base import Context, Job, Step
-from workers.normalize import Rules
 from workers.reprocess import reprocess
 
 REPLAY_CHUNK = 100

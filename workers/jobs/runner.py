@@ -24,7 +24,7 @@ import psycopg
 from ingest.store import batches, jobs
 from workers.failure.policy import RETRYABLE, backoff
 from workers.jobs import kinds
-from workers.jobs.base import STALE_SECONDS, Context, Job, Step
+from workers.jobs.base import Context, Job, Step
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Runner:
         with self.connect() as conn:
             try:
                 with conn.transaction():
-                    row = jobs.claim(conn, job_id, token, STALE_SECONDS)
+                    row = jobs.claim(conn, job_id, token, jobs.STALE_SECONDS)
             except jobs.JobConflict as conflict:
                 log.warning("job %s waits: job %s of its kind is active", job_id,
                             conflict.active_id)  # fmt: skip
