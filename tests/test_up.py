@@ -146,7 +146,7 @@ def _cmdline(process: psutil.Process) -> str:
 def _stack(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     """Every process `up` started, children of children included (PostgreSQL's backends,
     the worker's pool), recorded while `up` runs, once all of them are there."""
-    roles = ("bin/postgres -D", "postgres: checkpointer", "redis-server", "ingest worker",
+    roles = ("bin/postgres -D", "postgres: checkpointer", "valkey-server", "ingest worker",
              "ingest beat", "ingest web")  # fmt: skip
 
     def complete() -> list[psutil.Process] | None:
