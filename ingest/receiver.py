@@ -42,7 +42,6 @@ from ingest.queue import (
 )
 from ingest.store.projects import Project
 from ingest.wire import (
-    EVIDENCE_BYTES,
     SHORT_PATHS,
     BodyReader,
     Parsed,
@@ -50,6 +49,7 @@ from ingest.wire import (
     WireError,
     basic_auth_key,
     decode_json,
+    evidence_text,
     parse_koala,
     parse_segment,
     parse_webhook,
@@ -309,7 +309,7 @@ class Receiver:
             "origin_not_allowed",
             f"this project takes browser calls only from its allowed origins, not {origin!r:.200}",
         )
-        evidence = body[:EVIDENCE_BYTES].decode("utf-8", "replace")
+        evidence = evidence_text(body)
         refused = Parsed(rejected=[Rejection(None, error.code, error.message, evidence)])
         await self.enqueue(project, source, refused, now_iso())
         raise error
@@ -358,7 +358,7 @@ class Receiver:
         parsed = parse_segment(
             doc,
             path_type,
-            body_size=len(body),
+            raw=body,
             max_call_bytes=self.settings.max_call_bytes,
             max_batch_calls=self.settings.max_batch_calls,
             received_at=received_at,
@@ -394,10 +394,10 @@ class Receiver:
                 received_at=received_at,
             )
         except WireError as error:
-            if error.code == "missing_identity":
-                evidence = Rejection(
-                    None, error.code, error.message, body.decode("utf-8", "replace")
-                )
+            if error.status == 400 and error.code != "invalid_envelope":
+                # refused for what the request says of its person (no identity, a NUL, too
+                # deep): kept as a rejection with the body, like a refused single call
+                evidence = Rejection(None, error.code, error.message, evidence_text(body))
                 await self.enqueue(project, "koala", Parsed(rejected=[evidence]), received_at)
                 return error_response(error, error="Invalid request")
             raise
