@@ -702,6 +702,7 @@ def web() -> None:
     import uvicorn
 
     from ingest.receiver import create_app
+    from ingest.server import protocol_for
 
     settings = _settings()
     try:
@@ -717,6 +718,12 @@ def web() -> None:
         access_log=False,
         timeout_graceful_shutdown=20,
         proxy_headers=True,
+        # HTTP limits (ingest/server.py): header and body deadlines and header size in the
+        # protocol; open connections, keep-alive and backlog are uvicorn's own
+        http=protocol_for(settings),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        backlog=settings.backlog,
     )
 
 
