@@ -198,3 +198,21 @@ def test_500_slow_clients_do_not_stop_sdk_calls_being_answered(
         for sock in socks:
             sock.close()
     assert rx.proc.alive()
+
+
+def test_the_next_request_on_a_keep_alive_connection_has_the_same_header_timeout(
+    rx: Receiver,
+) -> None:
+    sock = connect(rx)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    sock.close()
+    status, body = status_and_json(raw)
+    assert (status, body["code"]) == (408, "header_timeout")
+    assert time.monotonic() - started < TIMEOUT + 3
