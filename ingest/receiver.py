@@ -22,6 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -627,6 +628,20 @@ def create_app(settings: Settings) -> FastPath:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *admin.routes(endpoint),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        """Starlette's own answers (unknown path 404, wrong method 405) in our JSON shape."""
+        assert isinstance(error, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return Response(
+            orjson.dumps({"code": code, "message": str(error.detail)}),
+            error.status_code,
+            dict(error.headers or {}),
+            media_type="application/json",
+        )
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
     app.state.receiver = receiver
     return FastPath(app, hot)

@@ -216,3 +216,19 @@ def test_the_next_request_on_a_keep_alive_connection_has_the_same_header_timeout
     status, body = status_and_json(raw)
     assert (status, body["code"]) == (408, "header_timeout")
     assert time.monotonic() - started < TIMEOUT + 3
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/nowhere", 404, "not_found"),
+        ("GET", "/v1/batch", 405, "method_not_allowed"),
+        ("DELETE", "/healthz", 405, "method_not_allowed"),
+    ],
+)
+def test_an_unknown_path_or_method_is_answered_in_json(
+    rx: Receiver, method: str, path: str, status: int, code: str
+) -> None:
+    answer = httpx.request(method, rx.url + path)
+    assert (answer.status_code, answer.json()["code"]) == (status, code)
+    assert answer.json()["message"]
