@@ -586,6 +586,8 @@ def _first_array_item(body: bytes) -> bytes | None:
         index += 1
     try:
         _, end = json.JSONDecoder().raw_decode(text, index)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        # Python's decoder stops near 1,000 levels where orjson goes to 1,024: a deeper
+        # first item is no call anyway (too_deep), and its signature cannot match
         return None
     return text[index:end].encode()
