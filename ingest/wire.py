@@ -57,8 +57,10 @@ ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
 # exact classes: JSON decodes to no subclass, and bool (a subclass of int) is left out
 SCALARS = frozenset({str, int, float})
 SEGMENT_TIMES = ("timestamp", "originalTimestamp", "sentAt")
-CENTURIES = timedelta(days=365 * 500)
 KOALA_TIMES = ("sent_at", "timestamp")
+# `receivedAt` is now: a clock skew shorter than this cannot move a time out of Python's
+# calendar (years 1 to 9999), so only a longer one needs the exact rule
+CENTURIES = timedelta(days=365 * 500)
 
 
 class WireError(Exception):
@@ -309,8 +311,6 @@ def _time_problem(
     if koala or "sentAt" not in found or len(found) < 2:
         return None
     original = found.get("timestamp") or found.get("originalTimestamp")
-    # `receivedAt` is now: only a skew of centuries can leave the calendar, and only
-    # then is the stamp parsed for the exact rule
     if abs(found["sentAt"] - original) < CENTURIES:
         return None
     received = parse_time(call.get("receivedAt"))
