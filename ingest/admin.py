@@ -27,7 +27,7 @@ from ingest.identifiers import Rules
 from ingest.replay import replay as replay_letters
 from ingest.store import dead_letters, deletions, jobs, projects, rejections
 from ingest.store.projects import Project
-from ingest.wire import WireError
+from ingest.wire import NUL_ESCAPE, WireError, has_nul
 
 MAX_LIMIT = 1000
 
@@ -108,10 +108,9 @@ class Admin:
 
     async def events(self, request: Request) -> dict[str, Any]:
         project = await self.project(request)
-        try:
-            profile_id = int(request.path_params["profile_id"])
-        except ValueError:
-            raise WireError(404, "unknown_profile", "profile ids are numbers") from None
+        profile_id = _number(request.path_params["profile_id"])
+        if profile_id is None:
+            raise WireError(404, "unknown_profile", "profile ids are numbers")
         limit = _limit(request, default=50)
         cursor = request.query_params.get("cursor")
         try:
@@ -151,7 +150,7 @@ class Admin:
 
         ids = source.get("ids")
         if ids is not None and (
-            not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)
+            not isinstance(ids, list) or not all(_count(i) and 0 < i <= MAX_ID for i in ids)
         ):
             raise WireError(400, "invalid_ids", "ids is a list of dead letter ids")
         return dead_letters.Filter(
@@ -193,7 +192,12 @@ class Admin:
             raise WireError(400, "invalid_envelope", "the body must be a JSON object")
         selection = self._filter(project, {**body, "status": "pending"})
         dry_run = bool(body.get("dry_run"))
-        limit = int(body.get("limit") or 10_000)
+        limit = body.get("limit")
+        if limit is None:
+            limit = 10_000
+        # `int()` of -5, "abc" or [1] answered 500 (issue #13)
+        if not _count(limit) or not 1 <= limit <= MAX_REPLAY:
+            raise WireError(400, "invalid_limit", f"limit is a number from 1 to {MAX_REPLAY}")
         payload = body.get("payload")
         if payload is not None and (selection.ids is None or len(selection.ids) != 1):
             raise WireError(400, "invalid_payload", "a corrected payload goes with one id")
@@ -255,7 +259,7 @@ class Admin:
         if not isinstance(body, dict) or not body.get("since") or not body.get("until"):
             raise WireError(400, "invalid_range", "give since and until (ISO-8601 event times)")
         batch_size = body.get("batch_size") or self.settings.reprocess_batch_size
-        if not isinstance(batch_size, int) or not 1 <= batch_size <= 50_000:
+        if not _count(batch_size) or not 1 <= batch_size <= 50_000:
             raise WireError(400, "invalid_batch_size", "batch_size is a number from 1 to 50000")
         try:
             params = reprocessing.params(
@@ -323,13 +327,12 @@ class Admin:
         kind = request.query_params.get("kind") or None
         if kind is not None and kind not in jobkinds.NAMES:
             raise WireError(400, "invalid_kind", "kind is one of " + ", ".join(jobkinds.NAMES))
-        before = request.query_params.get("before")
-        if before is not None and not before.isdigit():
+        raw = request.query_params.get("before")
+        before = _number(raw) if raw else None
+        if raw and before is None:  # `?before=9223372036854775808` was a 500 (issue #13)
             raise WireError(400, "invalid_cursor", "before is a job id")
         limit = _limit(request, default=50)
-        rows = await self.query(
-            lambda conn: jobs.recent(conn, kind, limit, int(before) if before else None)
-        )
+        rows = await self.query(lambda conn: jobs.recent(conn, kind, limit, before or None))
         return {"jobs": rows, "next": rows[-1]["id"] if len(rows) == limit else None}
 
     async def job(self, request: Request) -> dict[str, Any]:
@@ -350,6 +353,7 @@ class Admin:
         def guarded(handler: Handler) -> Handler:
             async def run(request: Request) -> Any:
                 self.authorize(request)
+                await refuse_nul(request)
                 return await handler(request)
 
             return run
@@ -398,17 +402,54 @@ class Admin:
         ]
 
 
+# PostgreSQL's bigint: a larger id or cursor made the query itself fail (a 500, issue #13).
+MAX_ID = 2**63 - 1
+MAX_REPLAY = 1_000_000
+
+
+async def refuse_nul(request: Request) -> None:
+    """A NUL in any path or query parameter, or in a JSON body, is refused here, once for
+    every endpoint: PostgreSQL refuses it in text, and `?reason=%00` (or a project name,
+    an `anonymous_id`) reached a query and answered 500 (issue #13)."""
+    params = [*request.path_params.values(), *request.query_params.keys()]
+    params += request.query_params.values()
+    if any("\x00" in str(value) for value in params):
+        raise WireError(400, "invalid_text", "a parameter holds a NUL (\\u0000)")
+    if request.method in ("POST", "PUT"):
+        body = await request.body()  # Starlette keeps it: the handler reads it again
+        if NUL_ESCAPE in body:
+            try:
+                found = has_nul(orjson.loads(body))
+            except (orjson.JSONDecodeError, RecursionError):
+                found = False  # the handler answers a body that is not JSON
+            if found:
+                raise WireError(400, "invalid_text", "the body holds a NUL (\\u0000)")
+
+
+def _number(raw: str) -> int | None:
+    """A decimal id within bigint, or None. (`str.isdigit` takes `²`, which int() refuses.)"""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if value <= MAX_ID else None
+
+
 def _id(request: Request, unknown: str = "unknown_dead_letter") -> int:
-    try:
-        return int(request.path_params["id"])
-    except ValueError:
-        raise WireError(404, unknown, "ids are numbers") from None
+    value = _number(request.path_params["id"])
+    if value is None:
+        raise WireError(404, unknown, "ids are numbers")
+    return value
 
 
 def _limit(request: Request, default: int) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    value = _number(raw)
+    if value is None or not 1 <= value <= MAX_LIMIT:
         raise WireError(400, "invalid_limit", f"limit is a number from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return value
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -753,7 +753,10 @@ def serve(asgi: Any, host: str, port: int, drain_seconds: int) -> None:
 
     import uvicorn
 
+    from ingest.server import protocol_for
+
     deadline = drain_seconds + LIFESPAN_SHUTDOWN_SECONDS
+    settings = _settings()  # the HTTP limits (ingest/server.py)
 
     def exit_late() -> None:
         time.sleep(deadline)
@@ -774,6 +777,12 @@ def serve(asgi: Any, host: str, port: int, drain_seconds: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=drain_seconds,
         proxy_headers=True,
+        # HTTP limits (ingest/server.py): header and body deadlines and header size in the
+        # protocol; open connections, keep-alive and backlog are uvicorn's own
+        http=protocol_for(settings),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        backlog=settings.backlog,
     )
     server = Server(config)
     server.run()

@@ -125,6 +125,35 @@ class Settings(BaseSettings):
     max_call_bytes: int = Field(default=32 * 1024, ge=1024)
     max_request_bytes: int = Field(default=500 * 1024, ge=1024)
     max_batch_calls: int = Field(default=2500, ge=1)
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest request line and headers (431 over it); httptools has no limit.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request's line and headers must arrive within this time (408).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A request's body must arrive within this time of its headers (408).",
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, le=3600, description="An idle keep-alive connection is closed after it."
+    )
+    max_connections: int = Field(
+        default=2048,
+        ge=1,
+        description="Open connections (and requests in progress) above which new requests are"
+        " answered 503 (uvicorn's limit_concurrency).",
+    )
+    backlog: int = Field(
+        default=2048, ge=1, description="Connections waiting to be accepted (listen backlog)."
+    )
     key_cache_seconds: float = Field(
         default=10.0,
         gt=0,

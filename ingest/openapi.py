@@ -18,7 +18,12 @@ from ingest.wire import SHORT_PATHS
 class Call(BaseModel):
     """A Segment call (track, identify, page, screen, group, alias)."""
 
-    model_config = ConfigDict(extra="allow")
+    # a call without userId and anonymousId is refused (`missing_identity`): said here,
+    # generated requests (tests/test_fuzz_api.py) reach the workers, not only the refusals
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}]},
+    )
 
     type: Literal["track", "identify", "page", "screen", "group", "alias"] | None = Field(
         None, description="Required in a batch; set from the path on /v1/{type}."

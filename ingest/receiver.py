@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -42,7 +43,6 @@ from ingest.queue import (
 )
 from ingest.store.projects import Project
 from ingest.wire import (
-    EVIDENCE_BYTES,
     SHORT_PATHS,
     BodyReader,
     Parsed,
@@ -50,6 +50,7 @@ from ingest.wire import (
     WireError,
     basic_auth_key,
     decode_json,
+    evidence_text,
     parse_koala,
     parse_segment,
     parse_webhook,
@@ -310,7 +311,7 @@ class Receiver:
             "origin_not_allowed",
             f"this project takes browser calls only from its allowed origins, not {origin!r:.200}",
         )
-        evidence = body[:EVIDENCE_BYTES].decode("utf-8", "replace")
+        evidence = evidence_text(body)
         refused = Parsed(rejected=[Rejection(None, error.code, error.message, evidence)])
         await self.enqueue(project, source, refused, now_iso())
         raise error
@@ -364,7 +365,7 @@ class Receiver:
         parsed = parse_segment(
             doc,
             path_type,
-            body_size=len(body),
+            raw=body,
             max_call_bytes=self.settings.max_call_bytes,
             max_batch_calls=self.settings.max_batch_calls,
             received_at=received_at,
@@ -402,10 +403,10 @@ class Receiver:
                 received_at=received_at,
             )
         except WireError as error:
-            if error.code == "missing_identity":
-                evidence = Rejection(
-                    None, error.code, error.message, body.decode("utf-8", "replace")
-                )
+            if error.status == 400 and error.code != "invalid_envelope":
+                # refused for what the request says of its person (no identity, a NUL, too
+                # deep): kept as a rejection with the body, like a refused single call
+                evidence = Rejection(None, error.code, error.message, evidence_text(body))
                 await self.enqueue(project, "koala", Parsed(rejected=[evidence]), received_at)
                 return error_response(error, error="Invalid request")
             raise
@@ -642,6 +643,20 @@ def create_app(settings: Settings) -> FastPath:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *admin.routes(endpoint),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        """Starlette's own answers (unknown path 404, wrong method 405) in our JSON shape."""
+        assert isinstance(error, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return Response(
+            orjson.dumps({"code": code, "message": str(error.detail)}),
+            error.status_code,
+            dict(error.headers or {}),
+            media_type="application/json",
+        )
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
     app.state.receiver = receiver
     return FastPath(app, hot)

@@ -19,9 +19,12 @@ import hmac
 import json
 import zlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
+
+from ingest.times import OutOfRange, corrected_timestamp, parse_time
 
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 # Segment's `{"type": "delete", "userId": ...}`: not an event but an order to erase a
@@ -38,6 +41,26 @@ SHORT_PATHS = {
 MAX_MESSAGE_ID = 100
 # A request refused as a whole keeps at most this much of its body as evidence.
 EVIDENCE_BYTES = 4096
+# Deepest nesting of objects and arrays a call may have. orjson decodes up to 1,024 levels
+# but encodes at most 254, and every call is encoded again inside the queue's message
+# (about 5 levels of envelope) and the workers' payloads: a call nested 1,000 deep passed
+# the decoder and then failed `content_message_id` with a 500 (issue #13). 128 leaves the
+# envelopes room, and no real SDK call comes near it.
+MAX_DEPTH = 128
+# The only way orjson writes a NUL (which PostgreSQL's text and jsonb refuse) is this
+# escape; a raw 0x00 byte is invalid inside a JSON string, so the decoder refuses it.
+NUL_ESCAPE = b"\\u0000"
+BACKSLASH = ord("\\")
+# Call fields that are identifiers: a string or a number (an object, a list or a boolean
+# was stored as its Python str(), or as no identifier at all).
+ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
+# exact classes: JSON decodes to no subclass, and bool (a subclass of int) is left out
+SCALARS = frozenset({str, int, float})
+SEGMENT_TIMES = ("timestamp", "originalTimestamp", "sentAt")
+KOALA_TIMES = ("sent_at", "timestamp")
+# `receivedAt` is now: a clock skew shorter than this cannot move a time out of Python's
+# calendar (years 1 to 9999), so only a longer one needs the exact rule
+CENTURIES = timedelta(days=365 * 500)
 
 
 class WireError(Exception):
@@ -133,7 +156,14 @@ class BodyReader:
 
     @property
     def evidence(self) -> str:
-        return b"".join(self._parts)[:EVIDENCE_BYTES].decode("utf-8", "replace")
+        return evidence_text(b"".join(self._parts))
+
+
+def evidence_text(body: bytes) -> str:
+    """A refused body as the `rejections.payload` text keeps it: at most EVIDENCE_BYTES,
+    decoded leniently, a NUL written as its JSON escape (PostgreSQL text refuses 0x00, and
+    a raw body that is not JSON may hold one: the whole batch of rejections then failed)."""
+    return body[:EVIDENCE_BYTES].decode("utf-8", "replace").replace("\x00", "\\u0000")
 
 
 def decode_json(body: bytes) -> Any:
@@ -184,6 +214,9 @@ def content_message_id(call: dict[str, Any], shared: dict[str, Any] | None = Non
 def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[str, str] | None:
     """Why a call can never be stored, or None when it is acceptable.
 
+    Everything here depends on the call alone: what would make the workers' normalize or
+    store stage fail for the call's shape is refused here, with a code the sender sees,
+    rather than dead-lettered later (dead letters are for failures that depend on state).
     A `delete` call erases a person's data: taken only where the sender proved who it is
     (`deletes`: a webhook signed with the project's secret). A write key alone is public
     (it ships in every browser using analytics.js) and must not be able to erase anyone.
@@ -191,8 +224,11 @@ def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[
     if not isinstance(call, dict):
         return "not_an_object", "a call must be a JSON object"
     kind = call.get("type")
-    if not kind:
+    if kind is None or kind == "":
         return "missing_type", "the call has no `type`"
+    if not isinstance(kind, str):
+        # a list or an object here raised `TypeError: unhashable` and sank the batch
+        return "invalid_type", "`type` must be a string"
     if kind == DELETE_TYPE:
         if not deletes:
             return (
@@ -204,13 +240,29 @@ def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[
         if not _text(call.get("userId")):
             return "missing_user_id", "a delete call needs the `userId` to erase"
     elif kind not in CALL_TYPES:
-        return "unknown_type", f"unknown call type {kind!r}"
+        return "unknown_type", f"unknown call type {kind[:100]!r}"
     for name in ("properties", "traits", "context", "integrations"):
         value = call.get(name)
         if value is not None and not isinstance(value, dict):
             return "invalid_field", f"`{name}` must be an object"
-    if kind == "track" and not _text(call.get("event")):
-        return "missing_event", "a track call needs a non-empty `event`"
+    for name in ID_FIELDS:
+        value = call.get(name)
+        if value is not None and value.__class__ not in SCALARS:
+            return "invalid_id", f"`{name}` must be a string or a number"
+    if kind == "track":
+        event = call.get("event")
+        if event is None or event == "":
+            return "missing_event", "a track call needs a non-empty `event`"
+        if not isinstance(event, str):
+            # stored in a text column: a number or an object failed the store stage
+            return "invalid_event", "`event` must be a non-empty string"
+    if kind in ("page", "screen"):
+        # normalize's `name`: the call's own, else Koala's `title` or `properties.name`
+        title = call.get("name")
+        if title is None or title == "":
+            title = call.get("title") if koala else (call.get("properties") or {}).get("name")
+        if title is not None and title != "" and not isinstance(title, str):
+            return "invalid_name", "a page or screen `name` must be a string"
     if kind == "group" and not _text(call.get("groupId")):
         return "missing_group_id", "a group call needs a `groupId`"
     if kind == "alias":
@@ -221,12 +273,87 @@ def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[
     message_id = call.get("message_id" if koala else "messageId")
     if message_id is not None and (
         not isinstance(message_id, str | int)
+        or isinstance(message_id, bool)
         or len(str(message_id)) > MAX_MESSAGE_ID
         or "\x00" in str(message_id)
     ):
         return "invalid_message_id", f"messageId must be a string of at most {MAX_MESSAGE_ID}"
     if not koala and not (_text(call.get("userId")) or _text(call.get("anonymousId"))):
         return "missing_identity", "a call needs a `userId` or an `anonymousId`"
+    if koala:
+        if "sent_at" in call or "timestamp" in call:
+            return _time_problem(call, KOALA_TIMES, koala)
+    elif "timestamp" in call or "sentAt" in call or "originalTimestamp" in call:
+        return _time_problem(call, SEGMENT_TIMES, koala)
+    return None
+
+
+def _time_problem(
+    call: dict[str, Any], names: tuple[str, ...], koala: bool
+) -> tuple[str, str] | None:
+    """Times are ISO-8601 strings (what normalize's `parse_time` reads) or absent.
+
+    A number was read as epoch seconds: `timestamp: 123` was stored as 1970. And the
+    clock-skew rule (`receivedAt - (sentAt - timestamp)`) must land inside the calendar,
+    or normalize dead-lettered the call: both depend on the call alone.
+    """
+    found: dict[str, Any] = {}
+    for name in names:
+        value = call.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            return "invalid_timestamp", f"`{name}` must be an ISO-8601 string"
+        parsed = parse_time(value)
+        if parsed is None:
+            return "invalid_timestamp", f"`{name}` is not an ISO-8601 time"
+        found[name] = parsed
+    if koala or "sentAt" not in found or len(found) < 2:
+        return None
+    original = found.get("timestamp") or found.get("originalTimestamp")
+    if abs(found["sentAt"] - original) < CENTURIES:
+        return None
+    received = parse_time(call.get("receivedAt"))
+    if received is not None:
+        try:
+            corrected_timestamp(received, found["sentAt"], original)
+        except OutOfRange:  # the skew rule leaves the calendar
+            return "invalid_timestamp", "timestamp corrected by sentAt is out of range"
+    return None
+
+
+def _too_deep(value: Any) -> bool:
+    """Nested deeper than MAX_DEPTH (iterative: a recursive walk would itself overflow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def has_nul(value: Any) -> bool:
+    """A NUL in any string or key (recursive: call it on values of bounded depth)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def _content_problem(call: Any, encoded: bytes) -> tuple[str, str] | None:
+    """Nesting and NULs of a call whose JSON (`encoded`: the call, or a body holding it)
+    may hold them: the exact walks."""
+    if _too_deep(call):
+        return "too_deep", f"the call nests objects and arrays over {MAX_DEPTH} levels deep"
+    if NUL_ESCAPE in encoded and has_nul(call):
+        return "invalid_text", "a text value or key holds a NUL (\\u0000), which PostgreSQL refuses"
     return None
 
 
@@ -253,29 +380,69 @@ def _accept_item(
     received_at: str,
     *,
     koala: bool = False,
-    size: int | None = None,
+    raw: bytes | None = None,
     deletes: bool = False,
 ) -> None:
     """Take `item` as a call of `parsed`, or record why not. Koala items are identified by
-    the request's shared fields (`parsed.shared`) too."""
-    if size is None:
-        size = len(orjson.dumps(item))
-    if size > max_call_bytes:
+    the request's shared fields (`parsed.shared`) too. `raw`: the request body when it is
+    the call itself (single calls), searched instead of encoding the call again."""
+    if raw is None:
+        try:
+            raw = orjson.dumps(item)
+        except orjson.JSONEncodeError:  # nested past orjson's encoder (254 levels)
+            parsed.rejected.append(
+                Rejection(
+                    index,
+                    "too_deep",
+                    f"the call nests objects and arrays over {MAX_DEPTH} levels deep",
+                    _evidence(item),
+                )
+            )
+            return
+    if len(raw) > max_call_bytes:
         parsed.rejected.append(
             Rejection(
-                index,
-                "call_too_large",
-                f"call is over {max_call_bytes} bytes",
-                orjson.dumps(item).decode(),
+                index, "call_too_large", f"call is over {max_call_bytes} bytes", _evidence(item)
             )
         )
         return
+    if isinstance(item, dict):
+        # before _problem, whose stamp ("receivedAt") the skew check reads
+        item["receivedAt"] = received_at
     problem = _problem(item, koala=koala, deletes=deletes)
+    if problem is None and (
+        # cheapest first (single-call path, bench/README.md): a NUL escape needs a
+        # backslash (a one-byte memchr), MAX_DEPTH levels need 2 * MAX_DEPTH bytes
+        (BACKSLASH in raw and NUL_ESCAPE in raw)
+        or (len(raw) > 2 * MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH)
+    ):  # the exact walks run only on a hit of these byte tests
+        problem = _content_problem(item, raw)
     if problem is not None:
-        parsed.rejected.append(Rejection(index, *problem, orjson.dumps(item).decode()))
+        if isinstance(item, dict):
+            item.pop("receivedAt", None)
+        parsed.rejected.append(Rejection(index, *problem, _evidence(item)))
         return
     id_key = "message_id" if koala else "messageId"
     parsed.calls.append(_stamp(item, received_at, id_key, parsed.shared))
+
+
+def _evidence(item: Any) -> str:
+    """A refused call as its rejection keeps it: its JSON, cut at 32 levels when it is
+    nested too deep to encode."""
+    try:
+        return orjson.dumps(item).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_clip(item, 32)).decode()
+
+
+def _clip(value: Any, depth: int) -> Any:
+    if isinstance(value, dict | list) and depth == 0:
+        return "..."
+    if isinstance(value, dict):
+        return {k: _clip(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clip(v, depth - 1) for v in value]
+    return value
 
 
 def _merge_defaults(item: dict[str, Any], batch: dict[str, Any]) -> None:
@@ -293,12 +460,13 @@ def parse_segment(
     doc: Any,
     path_type: str | None,
     *,
-    body_size: int,
+    raw: bytes,
     max_call_bytes: int,
     max_batch_calls: int,
     received_at: str,
 ) -> Parsed:
-    """A Tracking API body: one call (`path_type` set: /v1/track, /v1/t, ...) or a batch."""
+    """A Tracking API body: one call (`path_type` set: /v1/track, /v1/t, ...) or a batch.
+    `raw`: the body `doc` was decoded from."""
     if not isinstance(doc, dict):
         raise WireError(400, "invalid_envelope", "the body must be a JSON object")
     parsed = Parsed(write_key=_key(doc.get("writeKey")))
@@ -306,7 +474,7 @@ def parse_segment(
         # The path names the type; a single call over the limit is refused with 413.
         doc.pop("writeKey", None)
         doc["type"] = path_type
-        _accept_item(parsed, None, doc, max_call_bytes, received_at, size=body_size)
+        _accept_item(parsed, None, doc, max_call_bytes, received_at, raw=raw)
         return parsed
     batch = doc.get("batch")
     if not isinstance(batch, list):
@@ -332,6 +500,13 @@ def parse_koala(doc: Any, *, max_call_bytes: int, max_batch_calls: int, received
     if not (_text(doc.get("profile_id")) or _text(doc.get("email"))):
         raise WireError(400, "missing_identity", "Missing required field: email or profile_id")
     shared = {name: doc[name] for name in KOALA_SHARED if doc.get(name) is not None}
+    try:
+        problem = _content_problem(shared, orjson.dumps(shared))
+    except orjson.JSONEncodeError:
+        problem = "too_deep", f"request fields nest over {MAX_DEPTH} levels deep"
+    if problem is not None:
+        # the request-level fields go with every item: none of them could be stored
+        raise WireError(400, *problem)
     parsed = Parsed(shared=shared)
     index = 0
     total = 0
@@ -411,6 +586,8 @@ def _first_array_item(body: bytes) -> bytes | None:
         index += 1
     try:
         _, end = json.JSONDecoder().raw_decode(text, index)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        # Python's decoder stops near 1,000 levels where orjson goes to 1,024: a deeper
+        # first item is no call anyway (too_deep), and its signature cannot match
         return None
     return text[index:end].encode()

@@ -35,6 +35,12 @@ def test_blocked_identifiers_are_configurable_as_a_comma_list(
         ("KOALA_QUEUE_MAX_DEPTH", "-1"),
         ("KOALA_WEB_DRAIN_SECONDS", "-1"),
         ("KOALA_WEB_DRAIN_SECONDS", "soon"),
+        ("KOALA_MAX_HEADER_BYTES", "10"),
+        ("KOALA_HEADER_TIMEOUT_SECONDS", "0"),
+        ("KOALA_BODY_TIMEOUT_SECONDS", "soon"),
+        ("KOALA_KEEP_ALIVE_SECONDS", "0"),
+        ("KOALA_MAX_CONNECTIONS", "0"),
+        ("KOALA_BACKLOG", "-5"),
     ],
 )
 def test_a_wrong_value_is_reported_naming_the_variable(

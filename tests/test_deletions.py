@@ -148,7 +148,7 @@ def test_a_delete_needs_a_signed_webhook() -> None:
     tracking = parse_segment(
         {"batch": [dict(delete)]},
         None,
-        body_size=100,
+        raw=b"{}",
         **LIMITS,  # type: ignore[arg-type]
     )
     assert [r.code for r in tracking.rejected] == ["delete_not_accepted"]

@@ -468,3 +468,78 @@ def test_an_empty_batch_is_200_and_queues_nothing(
     )
     assert response.status_code == 200
     assert queue.messages() == []
+
+
+# --- issue #13's reproducers: each answered 500, or was accepted and dead-lettered later --
+
+DEEP_PROPERTIES = b'{"a":' * 1000 + b"1" + b"}" * 1000
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/import", "/v1/b"])
+def test_an_item_whose_type_is_a_list_or_object_is_rejected_and_its_batch_kept(
+    rx: Receiver, queue: Queue, project: Project, path: str
+) -> None:
+    batch = {"batch": [{"type": [1]}, dict(TRACK, type="track"), {"type": {"a": 1}}]}
+    response = httpx.post(rx.url + path, json=batch, headers=basic(project.public_key))
+    assert response.status_code == 200, response.text
+    assert [(r["index"], r["code"]) for r in response.json()["rejected"]] == [
+        (0, "invalid_type"),
+        (2, "invalid_type"),
+    ]
+    assert [c["messageId"] for c in queue.calls()] == ["m-1"]
+    assert len(queue.rejected()) == 2
+
+
+def test_koala_and_webhook_items_whose_type_is_a_list_are_rejected(
+    rx: Receiver, queue: Queue, project: Project
+) -> None:
+    koala = httpx.post(
+        rx.url + f"/web/projects/{project.public_key}/batch",
+        json={"profile_id": "p1", "events": [{"event": "E", "type": [1]}, {"event": "E"}]},
+    )
+    assert koala.status_code == 200, koala.text
+    assert [r["code"] for r in koala.json()["rejected"]] == ["invalid_type"]
+    hook = httpx.post(
+        rx.url + f"/webhooks/segment/{project.public_key}",
+        json=[{"type": [1], "userId": "u"}, dict(TRACK, type="track")],
+    )
+    assert hook.status_code == 200, hook.text
+    assert [r["code"] for r in hook.json()["rejected"]] == ["invalid_type"]
+    single = httpx.post(
+        rx.url + f"/webhooks/segment/{project.public_key}", json={"type": {"a": 1}, "userId": "u"}
+    )
+    assert (single.status_code, single.json()["code"]) == (400, "invalid_type")
+    assert len(queue.calls()) == 2 and len(queue.rejected()) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"userId": "u", "event": "E", "properties": ' + DEEP_PROPERTIES + b"}", "too_deep"),
+        (b'{"userId": "u", "event": 5}', "invalid_event"),
+        (b'{"userId": "u", "event": "E", "timestamp": 123}', "invalid_timestamp"),
+        (b'{"userId": "u", "event": "E", "properties": {"x": "a\\u0000"}}', "invalid_text"),
+        (b'{"userId": "u", "event": "E", "properties": {"a\\u0000": 1}}', "invalid_text"),
+        (b'{"userId": {"id": 1}, "event": "E"}', "invalid_id"),
+    ],
+)
+def test_a_single_call_that_can_never_be_stored_is_400_and_kept_as_a_rejection(
+    rx: Receiver, queue: Queue, project: Project, body: bytes, code: str
+) -> None:
+    response = httpx.post(rx.url + "/v1/track", content=body, headers=basic(project.public_key))
+    assert (response.status_code, response.json()["code"]) == (400, code), response.text
+    assert set(response.json()) == {"code", "message"}
+    assert [r["code"] for r in queue.rejected()] == [code]
+    assert queue.calls() == []
+
+
+def test_a_koala_request_whose_person_holds_a_nul_is_400_and_kept(
+    rx: Receiver, queue: Queue, project: Project
+) -> None:
+    response = httpx.post(
+        rx.url + f"/web/projects/{project.public_key}/batch",
+        content=b'{"profile_id": "p\\u0000", "events": [{"event": "E"}]}',
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_text")
+    [rejection] = queue.rejected()
+    assert rejection["code"] == "invalid_text" and "\x00" not in rejection["payload"]

@@ -24,11 +24,24 @@ from ingest.wire import (
 )
 
 NOW = "2026-11-23T00:00:00.000Z"
+
+
+TRACK_U = {"type": "track", "event": "E", "userId": "u"}
+
+
+def nested(depth: int) -> Any:
+    """Properties `depth` levels deep, as orjson decodes `{"a":{"a":...}}`."""
+    value: Any = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 LIMITS = {"max_call_bytes": 32 * 1024, "max_batch_calls": 2500, "received_at": NOW}
 
 
-def segment(doc: object, path_type: str | None = None, size: int = 100):
-    return parse_segment(doc, path_type, body_size=size, **LIMITS)
+def segment(doc: object, path_type: str | None = None):
+    return parse_segment(doc, path_type, raw=json.dumps(doc).encode(), **LIMITS)
 
 
 def test_basic_auth_key_is_the_user_name() -> None:
@@ -84,17 +97,17 @@ def test_batch_context_integrations_and_sent_at_merge_into_items_item_wins() -> 
     doc = {
         "batch": [
             {"type": "track", "event": "A", "userId": "u", "context": {"ip": "1.1.1.1"}},
-            {"type": "page", "anonymousId": "a", "sentAt": "own"},
+            {"type": "page", "anonymousId": "a", "sentAt": "2026-01-02T00:00:00Z"},
         ],
         "context": {"ip": "9.9.9.9", "library": {"name": "x"}},
         "integrations": {"All": False},
-        "sentAt": "batch",
+        "sentAt": "2026-01-01T00:00:00Z",
     }
     a, b = segment(doc).calls
     assert a["context"] == {"ip": "1.1.1.1", "library": {"name": "x"}}
     assert b["context"] == {"ip": "9.9.9.9", "library": {"name": "x"}}
     assert a["integrations"] == {"All": False}
-    assert (a["sentAt"], b["sentAt"]) == ("batch", "own")
+    assert (a["sentAt"], b["sentAt"]) == ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
 
 
 @pytest.mark.parametrize(
@@ -121,6 +134,50 @@ def test_batch_context_integrations_and_sent_at_merge_into_items_item_wins() -> 
             {"type": "track", "event": "E", "userId": "u", "properties": {"x": "y" * 40000}},
             "call_too_large",
         ),
+        # issue #13's fuzzing: each of these raised a 500 or was dead-lettered (or stored
+        # wrong) later, for the call's shape alone
+        ({"type": [1], "userId": "u"}, "invalid_type"),
+        ({"type": {"a": 1}, "userId": "u"}, "invalid_type"),
+        ({"type": "track", "event": 5, "userId": "u"}, "invalid_event"),
+        ({"type": "track", "event": ["E"], "userId": "u"}, "invalid_event"),
+        ({"type": "identify", "userId": {"id": 1}}, "invalid_id"),
+        ({"type": "identify", "userId": "u", "anonymousId": [1]}, "invalid_id"),
+        ({"type": "identify", "userId": True}, "invalid_id"),
+        ({"type": "group", "userId": "u", "groupId": {"x": 1}}, "invalid_id"),
+        ({"type": "alias", "userId": "u", "previousId": False}, "invalid_id"),
+        ({"type": "identify", "userId": "u", "timestamp": 123}, "invalid_timestamp"),
+        ({"type": "identify", "userId": "u", "timestamp": "yesterday"}, "invalid_timestamp"),
+        ({"type": "identify", "userId": "u", "sentAt": 1.5e12}, "invalid_timestamp"),
+        (
+            # the skew rule would move it out of the calendar: normalize dead-lettered it
+            {
+                "type": "identify",
+                "userId": "u",
+                "timestamp": "9999-12-31T00:00:00Z",
+                "sentAt": "0001-01-02T00:00:00Z",
+            },
+            "invalid_timestamp",
+        ),
+        ({"type": "page", "userId": "u", "name": {"x": 1}}, "invalid_name"),
+        ({"type": "screen", "userId": "u", "properties": {"name": 5}}, "invalid_name"),
+        ({"type": "track", "event": "E", "userId": "u\x00"}, "invalid_text"),
+        ({"type": "track", "event": "E\x00", "userId": "u"}, "invalid_text"),
+        (
+            {"type": "track", "event": "E", "userId": "u", "properties": {"a": ["\x00"]}},
+            "invalid_text",
+        ),
+        (
+            {"type": "track", "event": "E", "userId": "u", "properties": {"k\x00": 1}},
+            "invalid_text",
+        ),
+        (
+            {"type": "track", "event": "E", "userId": "u", "properties": nested(300)},
+            "too_deep",
+        ),
+        (
+            {"type": "track", "event": "E", "userId": "u", "properties": nested(130)},
+            "too_deep",
+        ),
     ],
 )
 def test_a_bad_item_is_rejected_by_index_and_the_rest_kept(item: object, code: str) -> None:
@@ -138,7 +195,7 @@ def test_a_batch_over_the_call_limit_is_413() -> None:
         parse_segment(
             {"batch": [{}] * 3},
             None,
-            body_size=10,
+            raw=b"{}",
             max_call_bytes=1000,
             max_batch_calls=2,
             received_at=NOW,
@@ -255,3 +312,90 @@ def test_webhook_batch_signature_is_of_its_first_item_as_sent() -> None:
     body = f'[{first},{{"type":"page"}}]'.encode()
     assert webhook_signature_ok("s", body, _sign("s", first.encode()))
     assert not webhook_signature_ok("s", body, _sign("s", json.dumps({"x": 1}).encode()))
+
+
+def test_nesting_below_the_limit_and_a_nul_escape_written_as_text_are_kept() -> None:
+    """The byte tests only select calls for the exact walk: `\\u0000` spelled out in a
+    string (a backslash, then `u0000`) is no NUL, and 100 levels are within the limit."""
+    call = {"type": "track", "event": "E", "userId": "u", "properties": {"t": "\\u0000"}}
+    deep = {"type": "track", "event": "E", "userId": "u", "properties": nested(100)}
+    parsed = segment({"batch": [call, deep]})
+    assert len(parsed.calls) == 2 and not parsed.rejected
+
+
+DEEP_1000 = b'{"a":' * 1000 + b"1" + b"}" * 1001
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"userId": "u", "event": "E", "properties": {"x": "a\\u0000"}}', "invalid_text"),
+        (
+            b'{"userId": "u", "event": "E", "properties": ' + b'{"a":' * 1000 + b"1" + b"}" * 1001,
+            "too_deep",
+        ),
+        (b'{"userId": "u", "event": 5}', "invalid_event"),
+        (b'{"userId": "u", "event": "E", "timestamp": 123}', "invalid_timestamp"),
+    ],
+)
+def test_a_single_call_that_can_never_be_stored_is_one_rejection(body: bytes, code: str) -> None:
+    parsed = parse_segment(decode_json(body), "track", raw=body, **LIMITS)  # type: ignore[arg-type]
+    assert not parsed.calls
+    assert [r.code for r in parsed.rejected] == [code]
+    assert "\x00" not in parsed.rejected[0].payload  # PostgreSQL text refuses it
+
+
+def test_a_nul_only_in_the_write_key_of_a_single_call_is_not_the_calls() -> None:
+    body = b'{"userId": "u", "event": "E", "writeKey": "k\\u0000"}'
+    parsed = parse_segment(decode_json(body), "track", raw=body, **LIMITS)  # type: ignore[arg-type]
+    assert len(parsed.calls) == 1
+
+
+@pytest.mark.parametrize("kind", [[1], {"a": 1}, 5, True])
+def test_an_item_whose_type_is_not_a_string_is_rejected_on_every_path(kind: object) -> None:
+    """`{"batch":[{"type":[1]}]}` raised `TypeError: unhashable` and sank the batch."""
+    good = {"type": "identify", "userId": "u"}
+    bad = {"type": kind, "userId": "u"}
+    for parsed in (
+        segment({"batch": [good, bad]}),
+        parse_webhook([good, bad], **LIMITS),  # type: ignore[arg-type]
+        parse_koala({"profile_id": "p", "events": [{"event": "E"}, bad]}, **LIMITS),  # type: ignore[arg-type]
+    ):
+        assert len(parsed.calls) == 1
+        assert [(r.index, r.code) for r in parsed.rejected] == [(1, "invalid_type")]
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [{"profile_id": "p\x00"}, {"profile_id": "p", "traits": nested(300)}],
+)
+def test_koala_request_fields_that_can_never_be_stored_refuse_the_request(
+    shared: dict[str, Any],
+) -> None:
+    with pytest.raises(WireError) as error:
+        parse_koala({**shared, "events": [{"event": "E"}]}, **LIMITS)  # type: ignore[arg-type]
+    assert error.value.status == 400
+    assert error.value.code in ("invalid_text", "too_deep")
+
+
+def test_koala_page_title_and_times_follow_the_same_rules() -> None:
+    doc = {
+        "profile_id": "p",
+        "page_views": [{"title": {"x": 1}}, {"sent_at": 123}, {"sent_at": "2026-01-01T00:00:00Z"}],
+    }
+    parsed = parse_koala(doc, **LIMITS)  # type: ignore[arg-type]
+    assert [r.code for r in parsed.rejected] == ["invalid_name", "invalid_timestamp"]
+    assert len(parsed.calls) == 1
+
+
+def test_evidence_of_a_raw_body_never_holds_a_nul() -> None:
+    from ingest.wire import evidence_text
+
+    assert evidence_text(b"a\x00b" + b"x" * 10_000) == "a\\u0000b" + "x" * 4093
+
+
+def test_a_signed_webhook_body_nested_past_pythons_decoder_is_no_match_not_an_error() -> None:
+    """`_first_array_item` decodes with Python's json, which raises RecursionError near
+    1,000 levels (orjson decodes up to 1,024): that was a 500 on signed projects."""
+    body = b"[" * 1020 + b"]" * 1020
+    assert not webhook_signature_ok("whsec", body, "0" * 40)

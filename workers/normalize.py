@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from ingest import times
 from ingest.identifiers import Rules, clean_email, clean_identifier
+from ingest.times import parse_time
 
 
 class NormalizeError(ValueError):
@@ -71,37 +73,14 @@ class Event:
     replay_of: int | None = None  # the dead letter this call is a replay of
 
 
-def parse_time(value: Any) -> datetime | None:
-    """ISO-8601 (with `Z` or an offset; naive means UTC) or epoch seconds/milliseconds,
-    always returned in UTC (so ISO strings of two times compare like the times)."""
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            seconds = value / 1000 if value > 1e11 else value
-            return datetime.fromtimestamp(seconds, UTC)
-        if isinstance(value, str):
-            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return None
-
-
 def corrected_timestamp(
     received_at: datetime, sent_at: datetime | None, original: datetime | None
 ) -> datetime:
-    """Segment's clock-skew rule: `receivedAt - (sentAt - originalTimestamp)`."""
-    if original is None:
-        return received_at
-    if sent_at is None:
-        return original
+    """Segment's clock-skew rule (ingest/times.py); out of the calendar: a dead letter."""
     try:
-        return received_at - (sent_at - original)
-    except OverflowError:
-        raise NormalizeError(
-            "invalid_timestamp", f"timestamp {original} sent at {sent_at} is out of range"
-        ) from None
+        return times.corrected_timestamp(received_at, sent_at, original)
+    except times.OutOfRange as error:
+        raise NormalizeError("invalid_timestamp", str(error)) from None
 
 
 def _obj(value: Any) -> dict[str, Any]:
