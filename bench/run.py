@@ -27,15 +27,8 @@ import psycopg
 
 from bench import loadgen
 from bench.scenario import generate
-from ingest import redis_clients
-from ingest.embedded import (
-    EmbeddedPostgres,
-    EmbeddedRedis,
-    drop_database,
-    ensure_database,
-    free_port,
-)
-from ingest.migrate import migrate
+from ingest import embedded, redis_clients
+from ingest.embedded import free_port
 from ingest.store import projects
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,22 +56,18 @@ class Env:
     def __init__(self, stack: ExitStack, tmp: Path) -> None:
         self.tmp = tmp
         self.stack = stack
-        server = os.environ.get("DATABASE_URL")
-        self.redis_url = os.environ.get("REDIS_URL") or ""
-        self.embedded = not server
-        if not server:
-            pg = EmbeddedPostgres(tmp / "pg")
-            server = pg.start()
-            stack.callback(pg.stop)
-        if not self.redis_url:
-            r = EmbeddedRedis(tmp / "redis", persist=False)
-            self.redis_url = r.start()
-            stack.callback(r.stop)
-        self.server_url = server
         self.db_name = f"koala_bench_{secrets.token_hex(3)}"
-        self.database_url = ensure_database(server, self.db_name)
-        stack.callback(drop_database, server, self.db_name)
-        migrate(self.database_url)
+        found = embedded.servers(
+            stack,
+            tmp,
+            self.db_name,
+            database_url=os.environ.get("DATABASE_URL"),
+            redis_url=os.environ.get("REDIS_URL"),
+        )
+        self.embedded = found.embedded_postgres is not None
+        self.server_url = found.server_url
+        self.database_url = found.database_url
+        self.redis_url = found.redis_url
         self.prefix = f"bench-{secrets.token_hex(3)}:"
         stack.callback(self._clean_redis)
         with psycopg.connect(self.database_url) as conn:

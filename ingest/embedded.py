@@ -285,3 +285,45 @@ def with_database(url: str, name: str) -> str:
     """The same server URL naming another database (works for socket URLs too)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+
+
+@dataclass(frozen=True)
+class Servers:
+    """PostgreSQL and Redis for a run: a server URL, this run's own migrated database on it,
+    and a Redis URL."""
+
+    server_url: str
+    database_url: str
+    redis_url: str
+    embedded_postgres: EmbeddedPostgres | None
+    embedded_redis: EmbeddedRedis | None
+
+
+def servers(
+    stack: contextlib.ExitStack,
+    data_dir: Path,
+    database: str,
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+) -> Servers:
+    """The servers named by the URLs, else embedded ones in `data_dir`; database `database`
+    created on the PostgreSQL server and migrated. Everything it starts or creates is
+    undone by `stack` (the database dropped, embedded servers stopped). The test suite and
+    the benchmark use it; `up` supervises its servers as children instead (it must restart
+    them and outlive nothing)."""
+    from ingest.migrate import migrate
+
+    pg = embedded_redis = None
+    if not database_url:
+        pg = EmbeddedPostgres(data_dir / "postgres")
+        database_url = pg.start()
+        stack.callback(pg.stop)
+    if not redis_url:
+        embedded_redis = EmbeddedRedis(data_dir / "redis", persist=False)
+        redis_url = embedded_redis.start()
+        stack.callback(embedded_redis.stop)
+    own = ensure_database(database_url, database)
+    stack.callback(drop_database, database_url, database)
+    migrate(own)
+    return Servers(database_url, own, redis_url, pg, embedded_redis)

@@ -7,6 +7,7 @@ database and its own Redis key prefix, both removed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -26,15 +27,9 @@ import psycopg
 import pytest
 import redis
 
-from ingest.embedded import (
-    EmbeddedPostgres,
-    EmbeddedRedis,
-    drop_database,
-    ensure_database,
-    free_port,
-)
+from ingest import embedded
+from ingest.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from ingest.message import QueuedRequest
-from ingest.migrate import migrate
 from ingest.store import projects
 from ingest.wire import Rejection
 
@@ -64,48 +59,42 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers() -> Iterator[Servers]:
+    """The servers named by DATABASE_URL / REDIS_URL, else embedded ones; this run's own
+    database and Redis key prefix, both removed at the end."""
     run_id = secrets.token_hex(4)
-    embedded_pg: EmbeddedPostgres | None = None
-    embedded_redis: EmbeddedRedis | None = None
     base = Path(tempfile.mkdtemp(prefix="koala-test-"))
-    server_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    if not server_url:
-        embedded_pg = EmbeddedPostgres(base / "postgres")
-        server_url = embedded_pg.start()
-    if not redis_url:
-        embedded_redis = EmbeddedRedis(base / "redis", persist=False)
-        redis_url = embedded_redis.start()
-    name = f"koala_test_{run_id}"
-    database_url = ensure_database(server_url, name)
-    migrate(database_url)
-    found = Servers(
-        server_url=server_url,
-        database_url=database_url,
-        redis_url=redis_url,
-        prefix=f"koala-test-{run_id}:",
-        embedded_redis=embedded_redis,
-        embedded_postgres=embedded_pg,
-    )
-    os.environ.update(
-        DATABASE_URL=database_url, REDIS_URL=redis_url, KOALA_REDIS_KEY_PREFIX=found.prefix
-    )
-    try:
-        yield found
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        try:
-            for key in client.scan_iter(match=found.prefix + "*", count=1000):
-                client.delete(key)
-        except redis.RedisError:
-            pass
-        drop_database(server_url, name)
-        if embedded_redis is not None:
-            embedded_redis.stop()
-        if embedded_pg is not None:
-            embedded_pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
+        found = embedded.servers(
+            stack,
+            base,
+            f"koala_test_{run_id}",
+            database_url=os.environ.get("DATABASE_URL"),
+            redis_url=os.environ.get("REDIS_URL"),
+        )
+        run = Servers(
+            server_url=found.server_url,
+            database_url=found.database_url,
+            redis_url=found.redis_url,
+            prefix=f"koala-test-{run_id}:",
+            embedded_redis=found.embedded_redis,
+            embedded_postgres=found.embedded_postgres,
+        )
+        stack.callback(_forget_keys, run)
+        os.environ.update(
+            DATABASE_URL=run.database_url,
+            REDIS_URL=run.redis_url,
+            KOALA_REDIS_KEY_PREFIX=run.prefix,
+        )
+        yield run
+
+
+def _forget_keys(run: Servers) -> None:
+    client = redis.Redis.from_url(run.redis_url)
+    with contextlib.suppress(redis.RedisError):
+        for key in client.scan_iter(match=run.prefix + "*", count=1000):
+            client.delete(key)
 
 
 @pytest.fixture
