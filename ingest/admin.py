@@ -184,12 +184,7 @@ class Admin:
 
     async def replay(self, request: Request) -> dict[str, Any]:
         project = await self.project(request)
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            raise WireError(400, "invalid_json", "the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise WireError(400, "invalid_envelope", "the body must be a JSON object")
+        body = await _json_object(request)
         selection = self._filter(project, {**body, "status": "pending"})
         dry_run = bool(body.get("dry_run"))
         limit = body.get("limit")
@@ -229,11 +224,7 @@ class Admin:
     async def reset(self, request: Request) -> dict[str, Any]:
         """Letters stuck in `replaying` (their replay message lost) back to `pending`."""
         project = await self.project(request)
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            raise WireError(400, "invalid_json", "the body must be JSON") from None
-        ids = body.get("ids") if isinstance(body, dict) else None
+        ids = (await _json_object(request)).get("ids")
         if not (
             isinstance(ids, list)
             and ids
@@ -252,11 +243,8 @@ class Admin:
         from starlette.responses import Response
 
         project = await self.project(request)
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            raise WireError(400, "invalid_json", "the body must be JSON") from None
-        if not isinstance(body, dict) or not body.get("since") or not body.get("until"):
+        body = await _json_object(request)
+        if not body.get("since") or not body.get("until"):
             raise WireError(400, "invalid_range", "give since and until (ISO-8601 event times)")
         batch_size = body.get("batch_size") or self.settings.reprocess_batch_size
         if not _count(batch_size) or not 1 <= batch_size <= 50_000:
@@ -305,11 +293,8 @@ class Admin:
     async def allowed_origins(self, request: Request) -> dict[str, Any]:
         """Replace the project's allowed origins (ingest/cors.py); `null` takes any."""
         project = await self.project(request)
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            raise WireError(400, "invalid_json", "the body is not JSON") from None
-        if not isinstance(body, dict) or set(body) != {"allowed_origins"}:
+        body = await _json_object(request)
+        if set(body) != {"allowed_origins"}:
             raise WireError(400, "invalid_body", 'the body is {"allowed_origins": [...] or null}')
         given = body["allowed_origins"]
         if given is not None and not (
@@ -432,6 +417,17 @@ def _number(raw: str) -> int | None:
         return None
     value = int(raw)
     return value if value <= MAX_ID else None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body (empty: `{}`); 400 for anything else."""
+    try:
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError:
+        raise WireError(400, "invalid_json", "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise WireError(400, "invalid_envelope", "the body must be a JSON object")
+    return body
 
 
 def _id(request: Request, unknown: str = "unknown_dead_letter") -> int:

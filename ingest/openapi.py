@@ -349,41 +349,20 @@ def _admin_paths() -> dict[str, Any]:
                 },
             }
         },
-        base + "/dead-letters/reset": {
-            "post": {
-                "summary": "Put letters stuck in `replaying` (their replay message was lost) back"
-                " to `pending` by `ids`; the hourly expire job does it after"
-                " KOALA_REPLAY_STUCK_SECONDS.",
-                "security": [{"adminToken": []}],
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["ids"],
-                                "properties": {
-                                    "ids": {
-                                        "type": "array",
-                                        "items": {"type": "integer", "minimum": 1},
-                                        "minItems": 1,
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {"description": '`{"reset": n}`.'},
-                    "400": ERRORS["400"],
-                    "401": _json("Error", "Missing or wrong token."),
-                    "404": _json("Error", "No such project."),
-                },
-            }
-        },
+        base + "/dead-letters/reset": _admin_write(
+            "post",
+            "Put letters stuck in `replaying` (their replay message was lost) back to"
+            " `pending` by `ids`; the hourly expire job does it after"
+            " KOALA_REPLAY_STUCK_SECONDS.",
+            {
+                "ids": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 1},
+                    "minItems": 1,
+                }
+            },
+            '`{"reset": n}`.',
+        ),
         base + "/dead-letters/{id}": {
             **_admin_get("One dead letter with its traceback.", [letter], "The letter."),
             "delete": {
@@ -399,44 +378,18 @@ def _admin_paths() -> dict[str, Any]:
             [page[0]],
             '`{"rejections": [...]}` with code, message and payload.',
         ),
-        base + "/allowed-origins": {
-            "put": {
-                "summary": "Set the origins whose browsers may send for this project"
-                " (`scheme://host[:port]`, `https://*.acme.com` for subdomains), or `null` for"
-                " any origin (the default). Receivers apply it within KOALA_KEY_CACHE_SECONDS.",
-                "security": [{"adminToken": []}],
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["allowed_origins"],
-                                "properties": {
-                                    "allowed_origins": {
-                                        "anyOf": [
-                                            {"type": "array", "items": {"type": "string"}},
-                                            {"type": "null"},
-                                        ]
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": '`{"project": name, "allowed_origins": [...] or null}`.'
-                    },
-                    "400": ERRORS["400"],
-                    "401": _json("Error", "Missing or wrong token."),
-                    "404": _json("Error", "No such project."),
-                },
-            }
-        },
+        base + "/allowed-origins": _admin_write(
+            "put",
+            "Set the origins whose browsers may send for this project (`scheme://host[:port]`,"
+            " `https://*.acme.com` for subdomains), or `null` for any origin (the default)."
+            " Receivers apply it within KOALA_KEY_CACHE_SECONDS.",
+            {
+                "allowed_origins": {
+                    "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+                }
+            },
+            '`{"project": name, "allowed_origins": [...]|null}`.',
+        ),
         base + "/deletions": _admin_get(
             "Delete calls carried out, newest first: what each named and what it erased.",
             [page[0]],
@@ -500,6 +453,38 @@ def _admin_paths() -> dict[str, Any]:
                 )["get"]
             }
         },
+    }
+
+
+def _admin_write(method: str, summary: str, fields: dict[str, Any], ok: str) -> dict[str, Any]:
+    """An admin operation on a project with a JSON object body whose `fields` are all
+    required."""
+    return {
+        method: {
+            "summary": summary,
+            "security": [{"adminToken": []}],
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": list(fields),
+                            "properties": fields,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": ok},
+                "400": ERRORS["400"],
+                "401": _json("Error", "Missing or wrong token."),
+                "404": _json("Error", "No such project."),
+            },
+        }
     }
 
 

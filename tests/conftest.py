@@ -239,6 +239,19 @@ def queued(
     )
 
 
+def reconciled(stats: dict[str, Any]) -> bool:
+    """The promise every test that sends calls checks: each call received is stored, a
+    duplicate, rejected, dead-lettered or still in flight."""
+    return bool(
+        stats["received"]
+        == stats["stored"]
+        + stats["duplicates"]
+        + stats["rejected"]
+        + stats["dead_lettered"]
+        + stats["in_flight"]
+    )
+
+
 def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> object:
     """Poll `predicate()` until it returns something truthy; fail with its last value."""
     assert callable(predicate)

@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 from browser.page import PACKAGE, UMD, Site
-from conftest import Proc, Receiver, Servers, start_receiver, start_worker, wait_for
+from conftest import Proc, Receiver, Servers, reconciled, start_receiver, start_worker, wait_for
 
 from ingest.embedded import EmbeddedRedis
 from ingest.store import projects
@@ -199,13 +199,7 @@ def settled(stack: Stack, project: Project, stored: int, timeout: float = 60) ->
         stats: dict[str, Any] = wait_for(done, timeout=timeout, interval=0.3)  # type: ignore[assignment]
     except AssertionError:
         raise AssertionError(f"not settled: {stack.stats(project)}") from None
-    assert stats["received"] == (
-        stats["stored"]
-        + stats["duplicates"]
-        + stats["rejected"]
-        + stats["dead_lettered"]
-        + stats["in_flight"]
-    ), stats
+    assert reconciled(stats), stats
     return stats
 
 
