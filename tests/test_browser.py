@@ -103,7 +103,7 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     env = {"REDIS_URL": redis_server.url, "KOALA_KEY_CACHE_SECONDS": "1"}
     receiver = start_receiver(servers, tmp, ADMIN_TOKEN=TOKEN, **env)
     worker = start_worker(servers, tmp, name="browser", **env)
-    site = Site()
+    site = Site(tmp / "screenshots")
     try:
         yield Stack(
             receiver, worker, redis_server, servers, site, receiver.url.split("//")[1] + "/v1"
@@ -248,6 +248,8 @@ def test_analytics_next_delivers_identify_track_page_group_alias_cross_origin(
     assert context["campaign"] == {"source": "newsletter", "medium": "email", "name": "winter"}
     assert context["library"]["name"] == "analytics.js"
     assert context["traits"]["profile_id"] == "ko-ann"  # the ko_id cookie, passed along
+    # what a person would see of the site (kept beside the test's other output)
+    page.screenshot(path=str(stack.site.shots / f"{loader}-{strategy}.png"))
     [profile] = stack.admin(f"/admin/projects/{project.name}/profiles?profile_id=ko-ann")[
         "profiles"
     ]

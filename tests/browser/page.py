@@ -138,8 +138,10 @@ class Site:
     """The site on its own origin (`http://localhost:PORT`, while koala-ingest is on
     127.0.0.1: a different host and port, so every call is cross-origin)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shots: Path) -> None:
         site = self
+        self.shots = shots  # screenshots the tests take of the site's pages
+        shots.mkdir(parents=True, exist_ok=True)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
