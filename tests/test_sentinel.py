@@ -34,7 +34,8 @@ from conftest import ROOT, Proc, Servers, koala, reconciled, start_receiver, sta
 
 from ingest import redis_clients, reports
 from ingest.embedded import free_port
-from ingest.queue import Ledger, QueuedRequest, QueueWriter, ReplicationLagging
+from ingest.message import QueuedRequest
+from ingest.queue import Ledger, QueueWriter, ReplicationLagging
 from ingest.store import projects
 
 MASTER = "koala"
@@ -271,7 +272,14 @@ def _failover_under_load(
         def settled() -> dict[str, int] | None:
             received = client.hget(reports.received_key(servers.prefix), str(project.id))
             stats = reports.stats(db, project, int(received or 0))
-            return stats if stats["in_flight"] == 0 and stats["stored"] > 0 else None
+            if acks:
+                return stats if stats["in_flight"] == 0 and stats["stored"] > 0 else None
+            # Without replica acks a failover may lose writes the old primary had not passed
+            # on: calls, or the receiver's count of calls a worker had already taken. The
+            # counts then need not reconcile (that is the loss window): wait for the queue
+            # to drain instead.
+            drained = client.llen(servers.prefix + "ingest") == 0
+            return stats if drained and stats["stored"] > 0 else None
 
         stats: dict[str, int] = wait_for(settled, timeout=90, interval=0.5)  # type: ignore[assignment]
         # once in_flight is 0 it stays 0 only if nothing more comes: look again a little later
@@ -290,7 +298,8 @@ def _failover_under_load(
     ).fetchall()
     stored = {str(m): int(n) for m, n in rows}
     assert set(stored) <= {f"fo-{i}" for i in range(loader._n)}  # nothing invented
-    assert reconciled(stats), stats
+    if acks:
+        assert reconciled(stats), stats
     figures = Figures(
         replica_acks=acks,
         accepted=len(accepted),
