@@ -354,14 +354,17 @@ def test_a_flush_waits_for_the_replicas_and_says_when_they_lag(
         nodes._node(nodes.ports[1], "--replicaof", "127.0.0.1", str(nodes.ports[0]))
         primary = nodes.client(nodes.ports[0])
         wait_for(lambda: _replicas_online(primary) == 1, timeout=20)
-        assert asyncio.run(_flush(f"redis://127.0.0.1:{nodes.ports[0]}/0", servers.prefix)) == 1
+        # a replica just synced may take a moment on a loaded machine (200 ms was not enough
+        # once in CI): the positive case waits up to 5 s, the negative one 200 ms
+        primary_url = f"redis://127.0.0.1:{nodes.ports[0]}/0"
+        assert asyncio.run(_flush(primary_url, servers.prefix, timeout_ms=5000)) == 1
         with pytest.raises(ReplicationLagging, match="0 of 1 replicas"):
-            asyncio.run(_flush(servers.redis_url, servers.prefix))
+            asyncio.run(_flush(servers.redis_url, servers.prefix, timeout_ms=200))
     finally:
         nodes.stop()
 
 
-async def _flush(url: str, prefix: str) -> int:
+async def _flush(url: str, prefix: str, timeout_ms: int) -> int:
     """One request through a QueueWriter asking for one replica's acknowledgement; the
     queue's length after it (the calls are queued whether or not a replica acknowledged)."""
     import redis.asyncio as aioredis
@@ -378,7 +381,7 @@ async def _flush(url: str, prefix: str) -> int:
         max_depth=1000,
         ledger=ledger,
         replica_acks=1,
-        replica_timeout_ms=200,
+        replica_timeout_ms=timeout_ms,
     )
     request = QueuedRequest(1, "segment", "2026-01-01T00:00:00Z", [{"x": 1}], [])
     try:
