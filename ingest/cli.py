@@ -913,8 +913,8 @@ def up(
         supervisor.start(Child("web", [*base, "web"], env, grace=web_grace))
         say(_welcome(settings, demo.public_key, database_url, redis_url))
         code = supervisor.run()
-    except Stopping:
-        pass
+    except Stopping:  # a stop asked for while starting: nothing more starts; stop_all below
+        code = 0
     except TimeoutError as error:  # a server that never became ready: its output says why
         say(f"koala-ingest: {error}\n")
         code = 1
