@@ -239,6 +239,15 @@ def queued(
     )
 
 
+def stored_per_message(db: psycopg.Connection, project_id: int) -> dict[str, int]:
+    """How many events each messageId of a project has in the store (exactly once: 1)."""
+    rows = db.execute(
+        "SELECT message_id, count(*) FROM events WHERE project_id = %s GROUP BY message_id",
+        (project_id,),
+    ).fetchall()
+    return {str(m): int(n) for m, n in rows}
+
+
 def reconciled(stats: dict[str, Any]) -> bool:
     """The promise every test that sends calls checks: each call received is stored, a
     duplicate, rejected, dead-lettered or still in flight."""

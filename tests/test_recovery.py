@@ -16,7 +16,15 @@ import httpx
 import psycopg
 import pytest
 import redis
-from conftest import Proc, Servers, koala, start_receiver, start_worker, wait_for
+from conftest import (
+    Proc,
+    Servers,
+    koala,
+    start_receiver,
+    start_worker,
+    stored_per_message,
+    wait_for,
+)
 
 from ingest.queue import Ledger
 from ingest.store import projects
@@ -74,10 +82,7 @@ def _post(url: str, key: str, n: int, prefix: str) -> list[str]:
 
 
 def _stored(db: psycopg.Connection, project_id: int) -> list[tuple[str, int]]:
-    return db.execute(
-        "SELECT message_id, count(*) FROM events WHERE project_id = %s GROUP BY 1",
-        (project_id,),
-    ).fetchall()
+    return list(stored_per_message(db, project_id).items())
 
 
 @pytest.mark.slow

@@ -13,7 +13,15 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import Proc, Receiver, Servers, start_receiver, start_worker, wait_for
+from conftest import (
+    Proc,
+    Receiver,
+    Servers,
+    start_receiver,
+    start_worker,
+    stored_per_message,
+    wait_for,
+)
 
 from ingest.store import projects
 
@@ -136,10 +144,6 @@ def test_rolling_restart_of_two_receivers_and_two_workers_loses_no_call(
                 t.join(30)
         for proc in started:
             proc.stop()
-    rows = db.execute(
-        "SELECT message_id, count(*) FROM events WHERE project_id = %s GROUP BY message_id",
-        (project.id,),
-    ).fetchall()
-    stored = {m: n for m, n in rows}
+    stored = stored_per_message(db, project.id)
     assert set(stored) == accepted  # nothing lost, nothing stored that was not accepted
     assert set(stored.values()) == {1}  # nothing twice

@@ -30,7 +30,17 @@ import httpx
 import psycopg
 import pytest
 import redis
-from conftest import ROOT, Proc, Servers, koala, reconciled, start_receiver, start_worker, wait_for
+from conftest import (
+    ROOT,
+    Proc,
+    Servers,
+    koala,
+    reconciled,
+    start_receiver,
+    start_worker,
+    stored_per_message,
+    wait_for,
+)
 
 from ingest import redis_clients, reports
 from ingest.embedded import free_port
@@ -301,11 +311,7 @@ def _failover_under_load(
                 t.join(30)
         for proc in started:
             proc.stop()
-    rows = db.execute(
-        "SELECT message_id, count(*) FROM events WHERE project_id = %s GROUP BY message_id",
-        (project.id,),
-    ).fetchall()
-    stored = {str(m): int(n) for m, n in rows}
+    stored = stored_per_message(db, project.id)
     assert set(stored) <= {f"fo-{i}" for i in range(loader._n)}  # nothing invented
     if acks:
         assert reconciled(stats), stats
