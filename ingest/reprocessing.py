@@ -19,8 +19,12 @@ from ingest.store import jobs
 
 def parse_time(value: str) -> datetime:
     """ISO-8601 date or time; without an offset it is UTC."""
-    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+
+
+def as_utc(value: datetime) -> datetime:
+    """A time without an offset is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def params(since: datetime, until: datetime, batch_size: int, rules: Rules) -> dict[str, Any]:

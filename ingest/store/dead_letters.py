@@ -79,6 +79,7 @@ def insert(conn: psycopg.Connection, letters: list[DeadLetter]) -> None:
 class Filter:
     project_id: int | None = None
     reason: str | None = None
+    stage: str | None = None
     status: str | None = "pending"
     since: datetime | None = None
     until: datetime | None = None
@@ -99,6 +100,9 @@ def _where(f: Filter) -> tuple[str, dict[str, Any]]:
     if f.reason:
         clauses.append("reason = %(reason)s")
         params["reason"] = f.reason
+    if f.stage:
+        clauses.append("stage = %(stage)s")
+        params["stage"] = f.stage
     if f.status:
         clauses.append("status = %(status)s")
         params["status"] = f.status
@@ -141,6 +145,16 @@ def counts_by_reason(conn: psycopg.Connection, f: Filter) -> dict[str, int]:
         params,
     )
     return {str(r): int(n) for r, n in cur.fetchall()}
+
+
+def counts_by_reason_and_stage(conn: psycopg.Connection, f: Filter) -> list[tuple[str, str, int]]:
+    where, params = _where(f)
+    cur = conn.execute(
+        f"SELECT reason, stage, count(*) FROM dead_letters WHERE {where}"
+        " GROUP BY reason, stage ORDER BY 3 DESC, 1, 2",
+        params,
+    )
+    return [(str(r), str(s), int(n)) for r, s, n in cur.fetchall()]
 
 
 def get(conn: psycopg.Connection, letter_id: int) -> dict[str, Any] | None:

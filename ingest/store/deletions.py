@@ -133,16 +133,18 @@ def record(
 
 
 def list_recent(
-    conn: psycopg.Connection, project_id: int, limit: int = 100
+    conn: psycopg.Connection, project_id: int, limit: int = 100, before_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """The latest deletions of a project, newest first."""
+    """The deletions of a project, newest first, keyset-paginated on id."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             """
             SELECT id, message_id, identifiers, received_at, deleted_at, profiles, events,
                    identities, dead_letters, rejections
-            FROM deletions WHERE project_id = %s ORDER BY deleted_at DESC, id DESC LIMIT %s
+            FROM deletions
+            WHERE project_id = %(project)s AND (%(before)s::bigint IS NULL OR id < %(before)s)
+            ORDER BY id DESC LIMIT %(limit)s
             """,
-            (project_id, limit),
+            {"project": project_id, "before": before_id, "limit": limit},
         )
         return cur.fetchall()

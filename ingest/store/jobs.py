@@ -29,7 +29,7 @@ FINISHED = ("done", "failed", "cancelled", "skipped")
 MAX_ERRORS = 50
 
 PUBLIC = (
-    "j.id, j.kind, p.name AS project, j.params, j.trigger, j.period, j.status, j.done, j.total,"
+    "j.id, j.kind, j.project_id, p.name AS project, j.params, j.trigger, j.period, j.status, j.done, j.total,"
     " j.counts, j.errors, j.cursor, j.cancel_requested, j.created_at, j.started_at,"
     " j.heartbeat_at, j.finished_at"
 )
@@ -251,16 +251,22 @@ def get(conn: psycopg.Connection, job_id: int) -> dict[str, Any] | None:
 
 
 def recent(
-    conn: psycopg.Connection, kind: str | None, limit: int, before: int | None = None
+    conn: psycopg.Connection,
+    kind: str | None,
+    limit: int,
+    before: int | None = None,
+    project_ids: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first, keyset-paginated on id."""
+    """Newest first, keyset-paginated on id; only these projects' jobs when `project_ids`
+    is given."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"SELECT {PUBLIC} FROM jobs j LEFT JOIN projects p ON p.id = j.project_id"
             " WHERE (%(kind)s::text IS NULL OR j.kind = %(kind)s)"
             " AND (%(before)s::bigint IS NULL OR j.id < %(before)s)"
+            " AND (%(projects)s::bigint[] IS NULL OR j.project_id = ANY(%(projects)s))"
             " ORDER BY j.id DESC LIMIT %(limit)s",
-            {"kind": kind, "before": before, "limit": limit},
+            {"kind": kind, "before": before, "limit": limit, "projects": project_ids},
         )
         return cur.fetchall()
 

@@ -100,3 +100,8 @@ def revoke(conn: psycopg.Connection, name: str) -> bool:
 def all_ids(conn: psycopg.Connection) -> list[int]:
     """Every project, revoked ones too (their stored data still ages)."""
     return [int(r[0]) for r in conn.execute("SELECT id FROM projects ORDER BY id").fetchall()]
+
+
+def name_of(conn: psycopg.Connection, project_id: int) -> str:
+    row = conn.execute("SELECT name FROM projects WHERE id = %s", (project_id,)).fetchone()
+    return str(row[0]) if row else str(project_id)

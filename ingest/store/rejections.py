@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +34,27 @@ def insert(conn: psycopg.Connection, rows: list[RejectionRow]) -> None:
             )
 
 
-def recent(conn: psycopg.Connection, project_id: int, limit: int) -> list[tuple[object, ...]]:
-    cur = conn.execute(
-        "SELECT id, received_at, source, item_index, code, message, payload FROM rejections"
-        " WHERE project_id = %s ORDER BY id DESC LIMIT %s",
-        (project_id, limit),
-    )
-    return cur.fetchall()
+def recent(
+    conn: psycopg.Connection,
+    project_id: int,
+    limit: int,
+    before_id: int | None = None,
+    code: str | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first, keyset-paginated on id."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            SELECT id, received_at, source, item_index AS index, code, message, payload
+            FROM rejections
+            WHERE project_id = %(project)s
+              AND (%(before)s::bigint IS NULL OR id < %(before)s)
+              AND (%(code)s::text IS NULL OR code = %(code)s)
+            ORDER BY id DESC LIMIT %(limit)s
+            """,
+            {"project": project_id, "before": before_id, "code": code, "limit": limit},
+        )
+        return cur.fetchall()
 
 
 def expire(conn: psycopg.Connection, before: datetime, limit: int) -> int:

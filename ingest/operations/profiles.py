@@ -1,0 +1,125 @@
+"""Profiles: look one up by any identifier, read it whole, page its events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from ingest.identifiers import clean_email, clean_identifier
+from ingest.operations import paging
+from ingest.operations.context import Ops
+from ingest.operations.errors import Invalid, NotFound
+from ingest.operations.paging import Page
+from ingest.store import accounts, events, identities, profiles
+from ingest.store.projects import Project
+
+LookupKind = Literal["email", "profile_id", "user_id", "anonymous_id"]
+LOOKUP_KINDS: tuple[LookupKind, ...] = ("email", "profile_id", "user_id", "anonymous_id")
+
+
+class Account(BaseModel):
+    id: int
+    group_id: str | None
+    domain: str | None
+    name: str | None
+
+
+class Profile(BaseModel):
+    id: int
+    emails: list[str]
+    profile_ids: list[str]
+    user_ids: list[str]
+    anonymous_ids: list[str]
+    traits: dict[str, Any]
+    accounts: list[Account]
+    event_count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+class Profiles(BaseModel):
+    profiles: list[Profile]
+
+
+class Event(BaseModel):
+    message_id: str
+    type: str
+    event: str | None
+    name: str | None
+    properties: dict[str, Any] | None
+    timestamp: datetime
+    received_at: datetime | None
+
+
+class ProfileEvents(Page[Event]):
+    profile_id: int
+
+
+def find(ops: Ops, name: str, kind: str, value: str) -> Profiles:
+    """Profiles holding an identifier; an email is normalized as the workers do."""
+    project = ops.project(name)
+    return Profiles(profiles=find_in(ops, project, kind, value))
+
+
+def find_in(ops: Ops, project: Project, kind: str, value: str) -> list[Profile]:
+    if kind not in LOOKUP_KINDS:
+        raise Invalid("invalid_lookup", "look up by one of " + ", ".join(LOOKUP_KINDS))
+    rules = ops.rules
+    cleaned = (
+        clean_email(value, rules.blocked, rules.strip_plus_tags)
+        if kind == "email"
+        else clean_identifier(value, rules.blocked)
+    )
+    if cleaned is None:
+        return []
+    return describe(ops, project, identities.find_profiles(ops.conn, project.id, kind, cleaned))
+
+
+def describe(ops: Ops, project: Project, ids: list[int]) -> list[Profile]:
+    rows = profiles.get(ops.conn, project.id, ids)
+    keys = identities.of_profiles(ops.conn, [r["id"] for r in rows])
+    links = accounts.of_profiles(ops.conn, [r["id"] for r in rows])
+    out = []
+    for row in rows:
+        held = keys.get(row["id"], [])
+        out.append(
+            Profile(
+                id=row["id"],
+                emails=[v for k, v in held if k == "email"],
+                profile_ids=[v for k, v in held if k == "profile_id"],
+                user_ids=[v for k, v in held if k == "user_id"],
+                anonymous_ids=[v for k, v in held if k == "anonymous_id"],
+                traits=row["traits"],
+                accounts=[Account(**a) for a in links.get(row["id"], [])],
+                event_count=row["event_count"],
+                first_seen=row["first_seen"],
+                last_seen=row["last_seen"],
+            )
+        )
+    return out
+
+
+def events_of(
+    ops: Ops, name: str, profile_id: int, limit: int, cursor: str | None
+) -> ProfileEvents:
+    """A page of a profile's events, newest first (a merged profile answers for the one
+    it was merged into)."""
+    project = ops.project(name)
+    survivor = profiles.resolve_merged(ops.conn, project.id, profile_id)
+    if survivor is None:
+        raise NotFound("unknown_profile", f"no profile {profile_id} in {project.name}")
+    after = paging.decode("events", cursor, 2)
+    rows = events.of_profile(
+        ops.conn,
+        survivor,
+        limit + 1,
+        (datetime.fromisoformat(after[0]), int(after[1])) if after else None,
+    )
+    found = paging.page("events", rows, limit, lambda r: [r["timestamp"].isoformat(), r["id"]])
+    return ProfileEvents(
+        profile_id=survivor,
+        items=[Event.model_validate(r) for r in found.items],
+        next=found.next,
+    )
