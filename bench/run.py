@@ -447,12 +447,12 @@ def end_to_end(
 
 
 def reconcile(env: Env) -> dict[str, Any]:
-    from ingest import reports
+    from ingest.operations import stats as reports
 
     client = redis_clients.sync_client(env.redis_url)
     received = client.hget(reports.received_key(env.prefix), str(env.project.id))
     with psycopg.connect(env.database_url, autocommit=True) as conn:
-        return reports.stats(conn, env.project, int(received or 0))  # type: ignore[arg-type]
+        return reports.counts(conn, env.project, int(received or 0)).model_dump()  # type: ignore[arg-type]
 
 
 def tree_rss(pid: int) -> int:

@@ -25,10 +25,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from ingest import cors, metrics, openapi, redis_clients
-from ingest.admin import Admin
+from ingest import cors, metrics, redis_clients
+from ingest.api import docs, openapi
+from ingest.api.endpoint import AdminRuntime, json_error
+from ingest.api.routes import ADMIN
 from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
 from ingest.keys import ProjectKeys
@@ -571,7 +573,7 @@ class FastPath:
 
 def create_app(settings: Settings) -> FastPath:
     receiver = Receiver(settings)
-    admin = Admin(settings, receiver.redis)
+    admin = AdminRuntime(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -622,7 +624,7 @@ def create_app(settings: Settings) -> FastPath:
     for path in ("/v1/batch", "/v1/import", "/v1/b"):
         hot[path] = endpoint("segment", batch)
     hot["/v1/m"] = endpoint("sdk_metrics", receiver.sdk_metrics)
-    routes = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]
     routes += [Route(path, handler, methods=["POST"]) for path, handler in hot.items()]
     routes += [
         Route(
@@ -641,7 +643,8 @@ def create_app(settings: Settings) -> FastPath:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *admin.routes(endpoint),
+        *(admin.route(e) for e in ADMIN),
+        *docs.routes(),
     ]
 
     async def http_error(request: Request, error: Exception) -> Response:
@@ -655,8 +658,15 @@ def create_app(settings: Settings) -> FastPath:
             media_type="application/json",
         )
 
+    async def server_error(request: Request, error: Exception) -> Response:
+        """An unexpected failure outside the endpoints' own handling: JSON like the rest
+        (Starlette's ServerErrorMiddleware logs it with its traceback)."""
+        return json_error(500, "internal_error", "the request failed; the logs say why")
+
     app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.receiver = receiver
     return FastPath(app, hot)

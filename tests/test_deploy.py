@@ -47,7 +47,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from ingest import cli
+from ingest.commands import processes as cli
 from ingest.config import ConfigError, Settings, load
 from ingest.embedded import free_port
 from ingest.queue import celery_message

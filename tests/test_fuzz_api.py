@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from ingest import openapi
+from ingest.api import openapi
 from ingest.store import projects
 from ingest.store.projects import Project
 

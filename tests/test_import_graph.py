@@ -9,7 +9,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSITION_ROOT = {"ingest.cli", "ingest.__main__"}
+COMPOSITION_ROOT = {"ingest.cli", "ingest.__main__", "ingest.commands.processes",
+                    "ingest.commands.jobs"}  # fmt: skip
 
 
 def modules() -> dict[str, Path]:
@@ -90,6 +91,18 @@ def test_ingest_never_imports_workers_but_from_the_command_line() -> None:
         name: sorted(m for m in imports if m.startswith("workers"))
         for name, imports in graph().items()
         if name.startswith("ingest") and name not in COMPOSITION_ROOT
+    }
+    assert {name: found for name, found in wrong.items() if found} == {}
+
+
+def test_operations_and_the_api_never_import_a_surface() -> None:
+    """The operations layer is below the CLI, the API and the console: they call it, it
+    calls none of them."""
+    surfaces = ("ingest.cli", "ingest.commands", "ingest.api", "ingest.console")
+    wrong = {
+        name: sorted(m for m in imports if m.startswith(surfaces))
+        for name, imports in graph().items()
+        if name.startswith("ingest.operations")
     }
     assert {name: found for name, found in wrong.items() if found} == {}
 

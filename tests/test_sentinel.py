@@ -42,7 +42,8 @@ from conftest import (
     wait_for,
 )
 
-from ingest import redis_clients, reports
+from ingest import redis_clients
+from ingest.operations import stats as reports
 from ingest.embedded import free_port
 from ingest.message import QueuedRequest
 from ingest.queue import Ledger, QueueWriter, ReplicationLagging
@@ -290,7 +291,7 @@ def _failover_under_load(
 
         def settled() -> dict[str, int] | None:
             received = client.hget(reports.received_key(servers.prefix), str(project.id))
-            stats = reports.stats(db, project, int(received or 0))
+            stats = reports.counts(db, project, int(received or 0)).model_dump()
             if acks:
                 return stats if stats["in_flight"] == 0 and stats["stored"] > 0 else None
             # Without replica acks a failover may lose writes the old primary had not passed
@@ -427,7 +428,7 @@ def test_replication_lagging_answers_503_with_retry_after_and_the_resent_calls_c
 
     def settled() -> dict[str, int] | None:
         received = client.hget(reports.received_key(servers.prefix), str(project.id))
-        stats = reports.stats(db, project, int(received or 0))
+        stats = reports.counts(db, project, int(received or 0)).model_dump()
         return stats if stats["in_flight"] == 0 and stats["stored"] else None
 
     stats = wait_for(settled, timeout=60, interval=0.3)

@@ -367,7 +367,7 @@ def test_up_refuses_a_port_in_use_in_one_line_before_starting_anything(tmp_path:
 
 HANGING_APP = """
 import logging, sys, time
-from ingest.cli import serve
+from ingest.commands.processes import serve
 
 logging.basicConfig(level=logging.INFO)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingest.identifiers import clean_email, clean_identifier
 from ingest.operations import paging
@@ -55,6 +55,39 @@ class Event(BaseModel):
 
 class ProfileEvents(Page[Event]):
     profile_id: int
+
+
+class Lookup(BaseModel):
+    """Exactly one identifier to look a profile up by."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(default=None, max_length=1000)
+    profile_id: str | None = Field(default=None, max_length=1000)
+    user_id: str | None = Field(default=None, max_length=1000)
+    anonymous_id: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> Lookup:
+        if len(self.model_dump(exclude_none=True)) != 1:
+            raise ValueError("give exactly one of " + ", ".join(LOOKUP_KINDS))
+        return self
+
+    @property
+    def given(self) -> tuple[str, str]:
+        [(kind, value)] = self.model_dump(exclude_none=True).items()
+        return kind, value
+
+
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=paging.MAX_LIMIT)
+    cursor: str | None = Field(default=None, max_length=500)
+
+
+def lookup(ops: Ops, name: str, query: Lookup) -> Profiles:
+    return find(ops, name, *query.given)
 
 
 def find(ops: Ops, name: str, kind: str, value: str) -> Profiles:

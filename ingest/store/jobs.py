@@ -29,9 +29,9 @@ FINISHED = ("done", "failed", "cancelled", "skipped")
 MAX_ERRORS = 50
 
 PUBLIC = (
-    "j.id, j.kind, j.project_id, p.name AS project, j.params, j.trigger, j.period, j.status, j.done, j.total,"
-    " j.counts, j.errors, j.cursor, j.cancel_requested, j.created_at, j.started_at,"
-    " j.heartbeat_at, j.finished_at"
+    "j.id, j.kind, j.project_id, p.name AS project, j.params, j.trigger, j.period, j.status,"
+    " j.done, j.total, j.counts, j.errors, j.cursor, j.cancel_requested, j.created_at,"
+    " j.started_at, j.heartbeat_at, j.finished_at"
 )
 
 

@@ -1,0 +1,132 @@
+"""The admin API's one route table: every endpoint, its models, the operation it calls.
+
+Reads need a `viewer` (or better) of the project, actions an `operator`: the operations
+check it (ingest/operations/actor.py), so the CLI and the console obey the same rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingest.api.endpoint import Endpoint
+from ingest.operations import breaker, dead_letters, deletions, jobs, profiles, rejections, stats
+from ingest.operations.paging import Page
+
+P = "/admin/projects/{name}"
+LETTER = P + "/dead-letters/{id:int}"
+
+
+def _named(run: Any) -> Any:
+    """An operation of the project named in the path, with the query or body model."""
+    return lambda ops, path, query, body: run(ops, path["name"], query if body is None else body)
+
+
+def _discard_one(ops: Any, path: dict[str, Any], query: Any, body: Any) -> Any:
+    selection = dead_letters.Selection(ids=[path["id"]])
+    return dead_letters.discard(ops, path["name"], selection)
+
+
+ADMIN: list[Endpoint] = [
+    Endpoint(
+        "GET", P + "/stats",
+        "Counts of a project: received = stored + duplicates + rejected + dead_lettered"
+        " + in_flight.",
+        stats.Stats,
+        lambda ops, path, q, b: stats.stats(ops, path["name"]),
+        tag="stats",
+    ),
+    Endpoint(
+        "GET", P + "/profiles", "Find visitor profiles by one identifier.",
+        profiles.Profiles, _named(profiles.lookup), query=profiles.Lookup, tag="profiles",
+    ),
+    Endpoint(
+        "GET", P + "/profiles/{profile_id:int}/events",
+        "A profile's events, newest first (a merged profile answers for its survivor).",
+        profiles.ProfileEvents,
+        lambda ops, path, q, b: profiles.events_of(
+            ops, path["name"], path["profile_id"], q.limit, q.cursor
+        ),
+        query=profiles.EventsQuery, tag="profiles", not_found="unknown_profile",
+    ),
+    Endpoint(
+        "GET", P + "/rejections", "Calls refused for their content, newest first.",
+        Page[rejections.Rejection], _named(rejections.find), query=rejections.Query,
+        tag="rejections",
+    ),
+    Endpoint(
+        "GET", P + "/deletions", "Delete calls carried out, newest first.",
+        Page[deletions.Deletion], _named(deletions.find), query=deletions.Query,
+        tag="deletions",
+    ),
+    Endpoint(
+        "GET", P + "/dead-letters",
+        "Dead letters matching a filter, oldest first, with counts by reason and stage.",
+        dead_letters.DeadLetterPage, _named(dead_letters.find), query=dead_letters.Query,
+        tag="dead letters",
+    ),
+    Endpoint(
+        "POST", P + "/dead-letters/replay",
+        "Replay pending dead letters: by ids, by a filter, or all (explicitly). A dry run"
+        " answers what would be replayed; a corrected payload goes with one id.",
+        dead_letters.ReplayOutcome, _named(dead_letters.replay), body=dead_letters.ReplayRequest,
+        acts=True, tag="dead letters", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "POST", P + "/dead-letters/discard",
+        "Discard pending dead letters (they stay visible as discarded).",
+        dead_letters.Changed, _named(dead_letters.discard), body=dead_letters.Selection,
+        acts=True, tag="dead letters", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "POST", P + "/dead-letters/reset",
+        "Letters stuck in `replaying` (their replay message lost) back to `pending`.",
+        dead_letters.Changed, _named(dead_letters.reset), body=dead_letters.ResetRequest,
+        acts=True, tag="dead letters", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "GET", LETTER, "One dead letter: payload, error, traceback, attempts.",
+        dead_letters.DeadLetterDetail,
+        lambda ops, path, q, b: dead_letters.get(ops, path["name"], path["id"]),
+        tag="dead letters", not_found="unknown_dead_letter",
+    ),
+    Endpoint(
+        "DELETE", LETTER, "Discard one pending dead letter.",
+        dead_letters.Changed, _discard_one, acts=True, tag="dead letters",
+        not_found="unknown_dead_letter", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "POST", P + "/reprocess",
+        "Reprocess a project's stored events in a time range with today's rules, on the"
+        " workers (an unfinished run of the same range resumes). A dry run counts the"
+        " events.",
+        jobs.Started,
+        lambda ops, path, q, body: jobs.start_reprocess(ops, path["name"], body, "api"),
+        body=jobs.ReprocessRequest, status=202, acts=True, tag="jobs",
+        errors=(400, 401, 403, 404, 409),
+    ),
+    Endpoint(
+        "GET", "/admin/jobs", "Job runs (reprocessing, scheduled jobs), newest first.",
+        Page[jobs.Job], lambda ops, path, q, b: jobs.find(ops, q), query=jobs.Query, tag="jobs",
+    ),
+    Endpoint(
+        "GET", "/admin/jobs/{id:int}", "One job run: parameters, progress, counts, errors.",
+        jobs.Job, lambda ops, path, q, b: jobs.get(ops, path["id"]), tag="jobs",
+        not_found="unknown_job",
+    ),
+    Endpoint(
+        "POST", "/admin/jobs/{id:int}/cancel",
+        "Cancel a job: at once if it is not running, at its next step if it is.",
+        jobs.Cancelled, lambda ops, path, q, b: jobs.cancel(ops, path["id"]), acts=True,
+        tag="jobs", not_found="unknown_job", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "GET", "/admin/breaker", "The dead-letter circuit breaker: open, and why.",
+        breaker.BreakerState, lambda ops, path, q, b: breaker.state(ops), tag="breaker",
+        errors=(401,),
+    ),
+    Endpoint(
+        "POST", "/admin/breaker/reset", "Close the breaker now (after fixing the cause).",
+        breaker.BreakerState, lambda ops, path, q, b: breaker.reset(ops), acts=True,
+        tag="breaker", errors=(401, 403),
+    ),
+]  # fmt: skip

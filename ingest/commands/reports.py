@@ -1,0 +1,140 @@
+"""`stats`, `profiles`, `events`, `rejections`, `deletions`: what operators read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from ingest.commands.common import console, fail, ops, print_json
+from ingest.operations import deletions, profiles, rejections, stats
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+LimitOpt = Annotated[int, typer.Option(min=1, max=1000)]
+CursorOpt = Annotated[str | None, typer.Option(help="The `next` of the previous page.")]
+
+
+def register(app: typer.Typer) -> None:
+    for command in (stats_command, profiles_command, events_command):
+        app.command(command.__name__.removesuffix("_command"))(command)
+    app.command("rejections")(rejections_command)
+    app.command("deletions")(deletions_command)
+
+
+def stats_command(name: str, as_json: JsonOpt = False) -> None:
+    """Counts of a project: received = stored + duplicates + rejected + dead_lettered +
+    in_flight."""
+    with ops() as context:
+        out = stats.stats(context, name)
+    if as_json:
+        print_json(out)
+        return
+    table = Table("count", "value", title=f"project {name}")
+    for key, value in out.model_dump(exclude={"project"}).items():
+        table.add_row(key, f"{value:,}" if value is not None else "")
+    console.print(table)
+
+
+def profiles_command(
+    name: str,
+    email: Annotated[str | None, typer.Option(help="Find by email.")] = None,
+    profile_id: Annotated[str | None, typer.Option(help="Find by Koala profile_id.")] = None,
+    user_id: Annotated[str | None, typer.Option(help="Find by Segment userId.")] = None,
+    anonymous_id: Annotated[str | None, typer.Option(help="Find by anonymousId.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find a visitor profile by one identifier."""
+    options = {"email": email, "profile_id": profile_id, "user_id": user_id,
+               "anonymous_id": anonymous_id}  # fmt: skip
+    given = {k: v for k, v in options.items() if v}
+    if len(given) != 1:
+        raise fail("give exactly one of --email, --profile-id, --user-id, --anonymous-id")
+    [(kind, value)] = given.items()
+    with ops() as context:
+        found = profiles.find(context, name, kind, value)
+    if as_json:
+        print_json(found)
+        return
+    if not found.profiles:
+        typer.echo("no profile")
+    for p in found.profiles:
+        table = Table("field", "value", title=f"profile {p.id}")
+        for key in ("emails", "profile_ids", "user_ids", "anonymous_ids"):
+            table.add_row(key, ", ".join(getattr(p, key)))
+        table.add_row("accounts", ", ".join(a.domain or a.group_id or "" for a in p.accounts))
+        table.add_row("traits", orjson.dumps(p.traits).decode())
+        table.add_row("events", str(p.event_count))
+        table.add_row("first / last seen", f"{p.first_seen} / {p.last_seen}")
+        console.print(table)
+
+
+def events_command(
+    name: str,
+    profile: int,
+    limit: LimitOpt = 20,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A profile's latest events, newest first."""
+    with ops() as context:
+        page = profiles.events_of(context, name, profile, limit, cursor)
+    if as_json:
+        print_json(page)
+        return
+    table = Table("timestamp", "type", "event / name", "message id", title=f"profile {profile}")
+    for e in page.items:
+        table.add_row(e.timestamp.isoformat(), e.type, e.event or e.name or "", e.message_id)
+    console.print(table)
+    _more(page.next)
+
+
+def rejections_command(
+    name: str,
+    code: Annotated[str | None, typer.Option(help="Only this code.")] = None,
+    limit: LimitOpt = 20,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calls refused for their content, newest first, with the body as received."""
+    with ops() as context:
+        page = rejections.find(
+            context, name, rejections.Query(code=code, limit=limit, cursor=cursor)
+        )
+    if as_json:
+        print_json(page)
+        return
+    table = Table(
+        "id", "received", "source", "index", "code", "message", title=f"rejections in {name}"
+    )
+    for r in page.items:
+        table.add_row(str(r.id), f"{r.received_at:%Y-%m-%d %H:%M:%S}", r.source,
+                      "" if r.index is None else str(r.index), r.code, r.message[:60])  # fmt: skip
+    console.print(table)
+    _more(page.next)
+
+
+def deletions_command(
+    name: str, limit: LimitOpt = 20, cursor: CursorOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Delete calls carried out in a project, newest first: what each named and erased."""
+    with ops() as context:
+        page = deletions.find(context, name, deletions.Query(limit=limit, cursor=cursor))
+    if as_json:
+        print_json(page)
+        return
+    table = Table(
+        "deleted at", "identifiers", "profiles", "events", "letters + rejections",
+        title=f"deletions in {name}",
+    )  # fmt: skip
+    for d in page.items:
+        table.add_row(str(d.deleted_at), ", ".join(d.identifiers), str(d.profiles),
+                      str(d.events), f"{d.dead_letters} + {d.rejections}")  # fmt: skip
+    console.print(table)
+    _more(page.next)
+
+
+def _more(cursor: str | None) -> None:
+    if cursor:
+        console.print(f"more: --cursor {cursor}")
