@@ -67,9 +67,10 @@ def test_a_replay_limit_that_is_not_a_count_is_400(
         rx,
         "POST",
         f"/admin/projects/{project.name}/dead-letters/replay",
-        json={"limit": limit, "dry_run": True},
+        json={"limit": limit, "dry_run": True, "all": True},
     )
-    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_limit")
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_request")
+    assert answer.json()["message"].startswith("limit: ")
 
 
 def test_a_replay_with_a_good_limit_still_answers(rx: Receiver, project: Project) -> None:
@@ -77,26 +78,37 @@ def test_a_replay_with_a_good_limit_still_answers(rx: Receiver, project: Project
         rx,
         "POST",
         f"/admin/projects/{project.name}/dead-letters/replay",
-        json={"limit": 5, "dry_run": True},
+        json={"limit": 5, "dry_run": True, "all": True},
     )
-    assert answer.json() == {"matched": 0, "replayed": 0, "dry_run": True}
+    assert answer.json() == {"matched": 0, "replayed": 0, "dry_run": True, "preview": []}
 
 
-@pytest.mark.parametrize("before", ["9223372036854775808", "1" * 40, "²", "-1", "x"])
-def test_a_jobs_cursor_out_of_range_is_400(rx: Receiver, before: str) -> None:
-    answer = call(rx, "GET", "/admin/jobs", params={"before": before})
+@pytest.mark.parametrize("cursor", ["9223372036854775808", "1" * 40, "²", "-1", "x", "WyJqb2JzIl0"])
+def test_a_cursor_this_api_did_not_give_is_400(rx: Receiver, cursor: str) -> None:
+    answer = call(rx, "GET", "/admin/jobs", params={"cursor": cursor})
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_cursor")
 
 
-def test_the_largest_jobs_cursor_still_answers(rx: Receiver) -> None:
-    answer = call(rx, "GET", "/admin/jobs", params={"before": str(2**63 - 1)})
-    assert answer.status_code == 200 and "jobs" in answer.json()
+def test_a_cursor_of_another_list_is_400(rx: Receiver, project: Project) -> None:
+    from ingest.operations import paging
+
+    cursor = paging.encode("rejections", [5])
+    answer = call(rx, "GET", "/admin/jobs", params={"cursor": cursor})
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_cursor")
+
+
+def test_the_largest_id_in_a_cursor_still_answers(rx: Receiver) -> None:
+    from ingest.operations import paging
+
+    answer = call(rx, "GET", "/admin/jobs", params={"cursor": paging.encode("jobs", [2**63 - 1])})
+    assert answer.status_code == 200 and "items" in answer.json()
 
 
 @pytest.mark.parametrize("limit", ["²", "0", "1001", "-1", "9" * 30])
 def test_a_list_limit_out_of_range_is_400(rx: Receiver, project: Project, limit: str) -> None:
     answer = call(rx, "GET", f"/admin/projects/{project.name}/rejections", params={"limit": limit})
-    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_limit")
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_request")
+    assert answer.json()["message"].startswith("limit: ")
 
 
 @pytest.mark.parametrize(
@@ -110,4 +122,6 @@ def test_a_list_limit_out_of_range_is_400(rx: Receiver, project: Project, limit:
 )
 def test_an_id_out_of_range_is_404(rx: Receiver, project: Project, path: str) -> None:
     answer = call(rx, "GET", path.format(name=project.name))
-    assert answer.status_code == 404 and answer.json()["code"].startswith("unknown_")
+    # not a number: no route matches (not_found); a number past bigint: no such thing
+    assert answer.status_code == 404
+    assert answer.json()["code"] == "not_found" or answer.json()["code"].startswith("unknown_")

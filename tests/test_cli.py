@@ -103,7 +103,7 @@ def test_reprocess_applies_a_changed_rule_to_a_range_and_jobs_shows_the_run(
     assert live == (1,)
 
     job_id = int(done.stdout.split("job ", 2)[1].split()[0])
-    listed = json.loads(run(servers, "jobs", "--kind", "reprocess", "--json").stdout)["jobs"]
+    listed = json.loads(run(servers, "jobs", "--kind", "reprocess", "--json").stdout)["items"]
     assert job_id in [j["id"] for j in listed]
     shown = json.loads(run(servers, "jobs", "show", str(job_id)).stdout)
     assert (shown["status"], shown["project"], shown["trigger"]) == ("done", project.name, "cli")
@@ -130,7 +130,7 @@ def test_deletions_lists_what_each_delete_call_named_and_erased(
         process(db, [request], Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS)))
     done = run(servers, "deletions", project.name, "--json")
     assert done.returncode == 0, done.stderr
-    [listed] = json.loads(done.stdout)["deletions"]
+    [listed] = json.loads(done.stdout)["items"]
     assert (listed["message_id"], listed["identifiers"], listed["events"]) == (
         "f-2", ["user_id:fay"], 1
     )  # fmt: skip

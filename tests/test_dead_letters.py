@@ -136,12 +136,12 @@ def test_poison_call_is_isolated_then_fixed_and_replayed_once(
 
     base = f"/admin/projects/{project.name}/dead-letters"
     listed = admin(rx, "GET", base)
-    [letter] = listed["dead_letters"]
+    [letter] = listed["items"]
     assert letter["message_id"] == "poison-1" and letter["stage"] == "store"
     assert (
         letter["payload"]["event"] == "Bad" and "\\u0000" in letter["payload"]["properties"]["note"]
     )
-    assert listed["counts"] == {letter["reason"]: 1}
+    assert listed["counts"] == [{"reason": letter["reason"], "stage": "store", "count": 1}]
     shown = admin(rx, "GET", f"{base}/{letter['id']}")
     assert "Traceback" in shown["traceback"]
 
@@ -158,13 +158,13 @@ def test_poison_call_is_isolated_then_fixed_and_replayed_once(
     s = wait_for(resolved, timeout=30)
     assert s["stored"] == 21 and s["in_flight"] == 0 and balanced(s)
     again = admin(rx, "POST", base + "/replay", json={"ids": [letter["id"]]})
-    assert again == {"matched": 0, "replayed": 0, "dry_run": False}
+    assert again == {"matched": 0, "replayed": 0, "dry_run": False, "preview": []}
     rows = db.execute(
         "SELECT count(*) FROM events WHERE project_id = %s AND message_id = %s",
         (project.id, "poison-1"),
     ).fetchone()
     assert rows == (1,)
-    status = admin(rx, "GET", base, params={"status": "replayed"})["dead_letters"]
+    status = admin(rx, "GET", base, params={"status": "replayed"})["items"]
     assert [d["id"] for d in status] == [letter["id"]]
 
 
@@ -183,14 +183,14 @@ def test_replaying_a_letter_that_fails_again_raises_its_attempts(
     queue_past_the_receiver(project, [poison])
     settled(rx, project, 1)
     base = f"/admin/projects/{project.name}/dead-letters"
-    [letter] = admin(rx, "GET", base)["dead_letters"]
+    [letter] = admin(rx, "GET", base)["items"]
     for attempt in (2, 3):
         assert (
             admin(rx, "POST", base + "/replay", json={"reason": letter["reason"]})["replayed"] == 1
         )
 
         def back(attempt: int = attempt) -> Any:
-            found = admin(rx, "GET", base)["dead_letters"]
+            found = admin(rx, "GET", base)["items"]
             return found if found and found[0]["attempts"] == attempt else None
 
         [again] = wait_for(back, timeout=30)
@@ -204,10 +204,10 @@ def test_discarded_letters_stay_visible(rx: Receiver, dlq_worker: Proc, project:
     queue_past_the_receiver(project, [nul_call("p-3")])
     settled(rx, project, 1)
     base = f"/admin/projects/{project.name}/dead-letters"
-    [letter] = admin(rx, "GET", base)["dead_letters"]
-    assert admin(rx, "DELETE", f"{base}/{letter['id']}") == {"discarded": 1}
-    assert admin(rx, "GET", base)["dead_letters"] == []
-    [kept] = admin(rx, "GET", base, params={"status": "discarded"})["dead_letters"]
+    [letter] = admin(rx, "GET", base)["items"]
+    assert admin(rx, "DELETE", f"{base}/{letter['id']}") == {"count": 1}
+    assert admin(rx, "GET", base)["items"] == []
+    [kept] = admin(rx, "GET", base, params={"status": "discarded"})["items"]
     assert kept["id"] == letter["id"]
     assert (
         httpx.delete(
@@ -232,9 +232,9 @@ def test_dlq_cli_lists_shows_and_replays_with_dry_run(
     assert listed.returncode == 0, listed.stderr
     import json
 
-    [letter] = json.loads(listed.stdout)["dead_letters"]
+    [letter] = json.loads(listed.stdout)["items"]
     assert '"message_id": "p-4"' in cli("dlq", "show", str(letter["id"])).stdout
-    dry = cli("dlq", "replay", "--project", project.name, "--dry-run")
+    dry = cli("dlq", "replay", "--project", project.name, "--all", "--dry-run")
     assert "matched 1; dry run" in dry.stdout
     replayed = cli("dlq", "replay", str(letter["id"]), "--rate", "50")
     assert "replayed 1" in replayed.stdout
@@ -406,7 +406,7 @@ def test_transient_failures_that_outlast_the_retries_become_dead_letters_and_rep
         assert (s["stored"], s["dead_lettered"]) == (0, 5) and balanced(s)
         base = f"/admin/projects/{project.name}/dead-letters"
         listed = admin(rx, "GET", base)
-        assert listed["counts"] == {"transient_exhausted": 5}
+        assert {c["reason"]: c["count"] for c in listed["counts"]} == {"transient_exhausted": 5}
         assert worker.output().count("retry") >= 2
         blocker.rollback()  # the cause is gone
         assert (
@@ -439,7 +439,8 @@ def test_letters_stuck_in_replaying_are_reset_over_the_admin_api(
     bad = httpx.post(
         rx.url + base + "/reset", json={"ids": ["x"]}, headers={"Authorization": f"Bearer {TOKEN}"}
     )
-    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_ids")
-    assert admin(rx, "POST", base + "/reset", json={"ids": [ids[0]]}) == {"reset": 1}
-    listed = admin(rx, "GET", base, params={"status": "replaying"})["dead_letters"]
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_request")
+    assert bad.json()["message"].startswith("ids.0: ")
+    assert admin(rx, "POST", base + "/reset", json={"ids": [ids[0]]}) == {"count": 1}
+    listed = admin(rx, "GET", base, params={"status": "replaying"})["items"]
     assert [d["id"] for d in listed] == [ids[1]]

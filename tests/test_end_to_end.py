@@ -240,9 +240,9 @@ def check_profiles(rx: Receiver, project: Project, script: Script) -> None:
     # events of one visitor, newest first, paged with the cursor
     [v2] = admin(rx, base + "/profiles", user_id="user-2")["profiles"]
     first = admin(rx, f"{base}/profiles/{v2['id']}/events", limit=4)
-    assert len(first["events"]) == 4 and first["next"]
+    assert len(first["items"]) == 4 and first["next"]
     rest = admin(rx, f"{base}/profiles/{v2['id']}/events", limit=50, cursor=first["next"])
-    events = first["events"] + rest["events"]
+    events = first["items"] + rest["items"]
     assert rest["next"] is None
     assert len(events) == script.events_of["v2"]
     assert len({e["message_id"] for e in events}) == len(events)
@@ -268,7 +268,7 @@ def test_admin_api_answers_404_and_400_clearly(e2e_receiver: Receiver, project: 
         params={"email": "a@b.co", "user_id": "u"},
         headers=headers,
     )
-    assert (two.status_code, two.json()["code"]) == (400, "invalid_lookup")
+    assert (two.status_code, two.json()["code"]) == (400, "invalid_request")
     bad = httpx.get(
         f"{base}/{project.name}/profiles/1/events", params={"cursor": "zzz"}, headers=headers
     )

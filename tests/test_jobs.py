@@ -207,7 +207,7 @@ def test_reprocess_started_by_the_api_runs_on_a_worker_in_slices_to_the_end(
         assert isinstance(job, dict)
         assert (job["status"], job["done"], job["total"]) == ("done", 60, 60), job
         assert job["counts"]["reprocessed"] == 60 and job["trigger"] == "api"
-        listed = _api(rx.url, "GET", "/admin/jobs?kind=reprocess&limit=1000").json()["jobs"]
+        listed = _api(rx.url, "GET", "/admin/jobs?kind=reprocess&limit=1000").json()["items"]
         assert job_id in [j["id"] for j in listed]
         assert _api(rx.url, "GET", "/admin/jobs/999999999").status_code == 404
         assert _api(rx.url, "POST", f"/admin/jobs/{job_id}/cancel").json()["status"] == "done"

@@ -130,7 +130,7 @@ def test_a_signed_webhook_delete_erases_the_person_through_receiver_and_worker(
         listed = httpx.get(
             receiver.url + f"/admin/projects/{project.name}/deletions",
             headers={"Authorization": "Bearer admin-t"},
-        ).json()["deletions"]
+        ).json()["items"]
         assert [(d["message_id"], d["identifiers"], d["events"]) for d in listed] == [
             ("erin-delete", ["user_id:erin"], 1)
         ]

@@ -198,4 +198,3 @@ def run(kind: Annotated[str, typer.Argument(help=", ".join(RUN_NOW) + ".")]) -> 
         typer.echo(_summary(job_ops.get(context, job_id)))
     if status != "done":
         raise typer.Exit(1)
-

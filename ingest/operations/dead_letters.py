@@ -12,7 +12,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from ingest import replay as replaying
 from ingest.operations import paging
@@ -24,7 +24,9 @@ from ingest.store.dead_letters import Filter
 from ingest.store.projects import Project
 
 Status = Literal["pending", "replaying", "replayed", "discarded"]
-LetterId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# Strict: a JSON body's `true` or `"5"` is not a count (pydantic's lax mode takes both)
+LetterId = Annotated[int, Strict(), Field(ge=1, le=2**63 - 1)]
+Count = Annotated[int, Strict()]
 MAX_REPLAY = 1_000_000
 PREVIEW = 20
 
@@ -107,7 +109,7 @@ class ReplayRequest(Selection):
     dry_run: bool = Field(
         default=False, description="Answer what would be replayed; change nothing."
     )
-    limit: int = Field(
+    limit: Count = Field(
         default=10_000, ge=1, le=MAX_REPLAY, description="At most this many letters."
     )
     payload: dict[str, Any] | None = Field(
@@ -138,7 +140,7 @@ class ResetRequest(BaseModel):
 
     ids: list[LetterId] | None = Field(default=None, min_length=1, max_length=10_000)
     all: bool = False
-    older_than_seconds: int | None = Field(
+    older_than_seconds: Count | None = Field(
         default=None, ge=0, description="Only letters whose replay was sent this long ago."
     )
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from ingest import jobkinds, reprocessing
 from ingest.operations import paging
@@ -60,7 +60,7 @@ class ReprocessRequest(BaseModel):
 
     since: datetime = Field(description="From this event time (ISO-8601; UTC if no offset).")
     until: datetime = Field(description="Up to this event time, excluded.")
-    batch_size: int | None = Field(
+    batch_size: Annotated[int, Strict()] | None = Field(
         default=None, ge=1, le=50_000, description="Events per transaction."
     )
     restart: bool = Field(
