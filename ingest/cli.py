@@ -15,6 +15,8 @@ from rich.table import Table
 
 from ingest import logs, redis_clients
 from ingest.breaker import Breaker
+from ingest.commands import audit as audit_commands
+from ingest.commands import tokens as tokens_commands
 from ingest.config import ConfigError, Settings, get_settings
 from ingest.jobkinds import RUN_NOW
 from ingest.store import dead_letters, projects
@@ -28,6 +30,8 @@ projects_app = typer.Typer(help="Projects (sources) and their public keys.", no_
 app.add_typer(projects_app, name="projects")
 dlq_app = typer.Typer(help="Dead letters: inspect, replay, discard.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(tokens_commands.app, name="tokens")
+app.add_typer(audit_commands.app, name="audit")
 console = Console()
 
 DEMO_PROJECT = "demo"
