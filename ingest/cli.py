@@ -12,7 +12,7 @@ import psycopg
 import typer
 from rich.table import Table
 
-from ingest.commands import breaker, dlq, jobs, processes, reports
+from ingest.commands import audit, breaker, dlq, jobs, processes, reports, tokens
 from ingest.commands.common import connect, console, fail, settings
 from ingest.store import projects
 
@@ -26,6 +26,8 @@ app.add_typer(projects_app, name="projects")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(breaker.app, name="breaker")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(audit.app, name="audit")
 app.command("reprocess")(jobs.reprocess)
 reports.register(app)
 for command in processes.app.registered_commands:
