@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from ingest import metrics, redis_clients
 from ingest.config import Settings
-from ingest.operations import access
+from ingest.operations import tokens
 from ingest.operations.actor import Actor
 from ingest.operations.context import Ops
 from ingest.operations.errors import Invalid, NotFound, OperationError, Unauthorized
@@ -126,13 +126,14 @@ class AdminRuntime:
             return work(ops)
 
     def authenticate(self, conn: psycopg.Connection, authorization: str) -> Actor:
-        if self.settings.admin_token is None and not access.any_tokens(conn):
-            raise Unauthorized(
-                "admin_disabled", "the admin API needs ADMIN_TOKEN (or a token) to be set"
-            )
-        actor = access.authenticate(conn, self.settings, authorization)
+        """ADMIN_TOKEN or a token of `koala-ingest tokens create` (ingest/operations/tokens)."""
+        actor = tokens.authenticate(conn, self.settings, authorization)
         if actor is None:
-            raise Unauthorized("invalid_token", "a valid Bearer token is required")
+            raise Unauthorized(
+                "invalid_token",
+                "a valid Bearer token is required (ADMIN_TOKEN, or one from"
+                " `koala-ingest tokens create`)",
+            )
         return actor
 
     def route(self, endpoint: Endpoint) -> Route:

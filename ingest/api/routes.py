@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from ingest.api.endpoint import Endpoint
-from ingest.operations import breaker, dead_letters, deletions, jobs, profiles, rejections, stats
+from ingest.operations import (
+    audit,
+    breaker,
+    dead_letters,
+    deletions,
+    jobs,
+    profiles,
+    rejections,
+    stats,
+    tokens,
+)
 from ingest.operations.paging import Page
 
 P = "/admin/projects/{name}"
@@ -128,5 +138,33 @@ ADMIN: list[Endpoint] = [
         "POST", "/admin/breaker/reset", "Close the breaker now (after fixing the cause).",
         breaker.BreakerState, lambda ops, path, q, b: breaker.reset(ops), acts=True,
         tag="breaker", errors=(401, 403),
+    ),
+    Endpoint(
+        "GET", "/admin/audit",
+        "The audit log, newest first: every action that changed something, who, when,"
+        " what selection, how many rows.",
+        Page[audit.AuditEntry],
+        lambda ops, path, q, b: audit.list_entries(ops, q.limit, q.cursor, q.project, q.action),
+        query=audit.Query, tag="audit",
+    ),
+    Endpoint(
+        "GET", "/admin/tokens", "API tokens (never their secret), oldest first.",
+        Page[tokens.TokenInfo],
+        lambda ops, path, q, b: tokens.list_tokens(ops, q.limit, q.cursor, q.include_revoked),
+        query=tokens.ListQuery, tag="tokens", errors=(400, 401, 403),
+    ),
+    Endpoint(
+        "POST", "/admin/tokens",
+        "Create a token with a role (viewer or operator), optionally limited to projects;"
+        " the answer holds the secret, shown this once.",
+        tokens.CreatedToken,
+        lambda ops, path, q, b: tokens.create(ops, b.name, b.role, b.projects),
+        body=tokens.CreateRequest, status=201, acts=True, tag="tokens",
+        errors=(400, 401, 403, 404, 409),
+    ),
+    Endpoint(
+        "DELETE", "/admin/tokens/{token_name}", "Revoke a token: refused from its next request.",
+        tokens.TokenInfo, lambda ops, path, q, b: tokens.revoke(ops, path["token_name"]),
+        acts=True, tag="tokens", not_found="unknown_token", errors=(400, 401, 403, 404),
     ),
 ]  # fmt: skip

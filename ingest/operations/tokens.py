@@ -68,6 +68,14 @@ class CreateRequest(BaseModel):
     )
 
 
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_revoked: bool = False
+    limit: int = Field(default=paging.DEFAULT_LIMIT, ge=1, le=paging.MAX_LIMIT)
+    cursor: str | None = Field(default=None, max_length=500)
+
+
 def hash_token(token: str) -> bytes:
     """What is stored and looked up: SHA-256 of the token (see the module's docstring)."""
     return hashlib.sha256(token.encode()).digest()
