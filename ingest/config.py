@@ -25,6 +25,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ingest import redis_clients
 from ingest.breaker import BreakerPolicy
 
+MAX_KEY_ROTATION_GRACE_SECONDS = 30 * 86400
+
 DEFAULT_BLOCKED_IDENTIFIERS = (
     "",
     "null",
@@ -158,6 +160,13 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="A new or revoked project key takes effect in the receiver within this time.",
+    )
+    key_rotation_grace_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=MAX_KEY_ROTATION_GRACE_SECONDS,
+        description="After `projects rotate-key`, the previous key is still taken this long"
+        " (unless the rotation gives its own); 0 retires it at once. At most 30 days.",
     )
 
     lost_after_seconds: int = Field(

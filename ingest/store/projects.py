@@ -1,9 +1,16 @@
-"""The `projects` table: who may send, by public key."""
+"""The `projects` table: who may send, by public key.
+
+A project has its current key (`public_key`, the one to give out) and, for a grace period
+after a rotation, its previous key (`previous_public_key`, taken until
+`previous_key_expires_at`). Every read below shows the previous key only while it is
+still valid, so no caller has to compare times to know whether it is.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import class_row
@@ -17,10 +24,21 @@ class Project:
     webhook_secret: str | None
     # None: calls from any browser origin (ingest/cors.py); else only from these
     allowed_origins: list[str] | None = None
+    # the key before the last rotation, still taken until previous_key_expires_at (both
+    # None when there is none, or its grace is over)
+    previous_public_key: str | None = None
+    previous_key_expires_at: datetime | None = None
+    created_at: datetime | None = None
 
 
-COLUMNS = "id, name, public_key, webhook_secret, allowed_origins"
+COLUMNS = """id, name, public_key, webhook_secret, allowed_origins,
+    CASE WHEN previous_key_expires_at > now() THEN previous_public_key END
+        AS previous_public_key,
+    CASE WHEN previous_key_expires_at > now() THEN previous_key_expires_at END
+        AS previous_key_expires_at,
+    created_at"""
 ACTIVE = f"SELECT {COLUMNS} FROM projects WHERE revoked_at IS NULL"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z"  # the table's CHECK (0001_initial)
 
 
 class ProjectExists(Exception):
@@ -75,6 +93,67 @@ async def list_active_async(conn: psycopg.AsyncConnection) -> list[Project]:
         return await cur.fetchall()
 
 
+def page(
+    conn: psycopg.Connection, after_id: int | None, limit: int, ids: list[int] | None = None
+) -> list[Project]:
+    """Active projects by id, `limit` of them after `after_id`; only `ids` when given (an
+    actor limited to some projects)."""
+    with conn.cursor(row_factory=class_row(Project)) as cur:
+        cur.execute(
+            f"""
+            {ACTIVE}
+              AND (%(after)s::bigint IS NULL OR id > %(after)s)
+              AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))
+            ORDER BY id
+            LIMIT %(limit)s
+            """,
+            {"after": after_id, "ids": ids, "limit": limit},
+        )
+        return cur.fetchall()
+
+
+def rotate_key(conn: psycopg.Connection, name: str, grace_seconds: int) -> Project | None:
+    """Give an active project a new key; its current key becomes the previous one, taken
+    for `grace_seconds` more (0: not at all). A previous key still in its grace is dropped:
+    one rotation is in flight at a time. None when there is no such active project."""
+    with conn.transaction(), conn.cursor(row_factory=class_row(Project)) as cur:
+        # every right-hand side of an UPDATE reads the row as it was: public_key there is
+        # the old key
+        cur.execute(
+            f"""
+            UPDATE projects SET
+                public_key = %(new)s,
+                previous_public_key = CASE WHEN %(grace)s > 0 THEN public_key END,
+                previous_key_expires_at =
+                    CASE WHEN %(grace)s > 0 THEN now() + make_interval(secs => %(grace)s) END
+            WHERE name = %(name)s AND revoked_at IS NULL
+            RETURNING {COLUMNS}
+            """,
+            {"new": new_public_key(), "grace": grace_seconds, "name": name},
+        )
+        return cur.fetchone()
+
+
+def set_webhook_secret(conn: psycopg.Connection, name: str, secret: str | None) -> bool:
+    """Set (or, None, clear) the secret Segment's webhook signs with (`X-Signature`).
+    The receivers apply it within KOALA_KEY_CACHE_SECONDS."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE projects SET webhook_secret = %s WHERE name = %s AND revoked_at IS NULL",
+            (secret, name),
+        )
+        return cur.rowcount == 1
+
+
+async def now_async(conn: psycopg.AsyncConnection) -> datetime:
+    """PostgreSQL's clock, which the previous keys' expiry times are on."""
+    cur = await conn.execute("SELECT now()")
+    row = await cur.fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
+
+
 def set_allowed_origins(
     conn: psycopg.Connection, name: str, allowed_origins: list[str] | None
 ) -> bool:
@@ -88,13 +167,16 @@ def set_allowed_origins(
         return cur.rowcount == 1
 
 
-def revoke(conn: psycopg.Connection, name: str) -> bool:
+def revoke(conn: psycopg.Connection, name: str) -> datetime | None:
+    """Refuse every key of the project (its previous one too) from now on; answer when
+    (None: no such active project)."""
     with conn.transaction():
-        cur = conn.execute(
-            "UPDATE projects SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL",
+        row = conn.execute(
+            "UPDATE projects SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL"
+            " RETURNING revoked_at",
             (name,),
-        )
-        return cur.rowcount == 1
+        ).fetchone()
+        return row[0] if row else None
 
 
 def all_ids(conn: psycopg.Connection) -> list[int]:
