@@ -1,0 +1,256 @@
+"""Projects: list, create, rotate the key with a grace period, revoke, set or clear the
+webhook secret, set the allowed origins.
+
+A public key is not a secret (it ships in every page that sends with it), so answers carry
+it; a webhook secret is one, so no answer and no audit record ever carries it, only
+whether the project has one. Every change is recorded in the audit log.
+
+Receivers apply every change within KOALA_KEY_CACHE_SECONDS (their key cache reloads);
+a new project's key works at once.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingest.config import MAX_KEY_ROTATION_GRACE_SECONDS
+from ingest.cors import InvalidOrigin, normalize_origins
+from ingest.operations import paging
+from ingest.operations.context import Ops
+from ingest.operations.errors import Conflict, Invalid, NotFound
+from ingest.operations.paging import Page
+from ingest.store import projects
+from ingest.store.projects import NAME_PATTERN, Project
+
+MAX_SECRET_CHARS = 1000
+NAME_RULE = "a project name is 1-100 letters, digits, '.', '_' or '-' (not first)"
+
+
+class ProjectInfo(BaseModel):
+    id: int
+    name: str
+    public_key: str = Field(description="The Segment write key to give out.")
+    previous_public_key: str | None = Field(
+        description="The key before the last rotation, still taken until"
+        " `previous_key_expires_at`; null when none is."
+    )
+    previous_key_expires_at: datetime | None
+    has_webhook_secret: bool = Field(
+        description="Whether webhook calls must be signed (`X-Signature`); the secret itself"
+        " is never shown."
+    )
+    allowed_origins: list[str] | None = Field(
+        description="Browser origins calls may come from; null: any."
+    )
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, project: Project) -> ProjectInfo:
+        return cls(
+            id=project.id,
+            name=project.name,
+            public_key=project.public_key,
+            previous_public_key=project.previous_public_key,
+            previous_key_expires_at=project.previous_key_expires_at,
+            has_webhook_secret=bool(project.webhook_secret),
+            allowed_origins=project.allowed_origins,
+            created_at=project.created_at,
+        )
+
+
+class RotatedKey(BaseModel):
+    name: str
+    public_key: str = Field(description="The new key: give it to every sender.")
+    previous_public_key: str | None = Field(
+        description="The key replaced; null when it stopped at once (a grace of 0)."
+    )
+    previous_key_expires_at: datetime | None = Field(
+        description="When the replaced key stops being taken (receivers refuse it within"
+        " KOALA_KEY_CACHE_SECONDS of it at most)."
+    )
+    grace_seconds: int
+
+
+class Revoked(BaseModel):
+    name: str
+    revoked_at: datetime
+
+
+# Request bodies (the admin API's; the CLI passes the same values as arguments)
+
+
+class NewProject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=100, description=NAME_RULE)
+    webhook_secret: str | None = Field(
+        default=None, min_length=1, max_length=MAX_SECRET_CHARS,
+        description="Shared secret of Segment's webhook (`X-Signature`).",
+    )  # fmt: skip
+    allowed_origins: list[str] | None = Field(
+        default=None, description="Browser origins calls may come from; null: any."
+    )
+
+
+class KeyRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int | None = Field(
+        default=None, ge=0, le=MAX_KEY_ROTATION_GRACE_SECONDS,
+        description="How long the replaced key is still taken (null:"
+        " KOALA_KEY_ROTATION_GRACE_SECONDS; 0: it stops at once).",
+    )  # fmt: skip
+
+
+class WebhookSecret(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str | None = Field(
+        min_length=1, max_length=MAX_SECRET_CHARS,
+        description="The new secret; null clears it (webhook calls are then taken unsigned,"
+        " and delete calls refused).",
+    )  # fmt: skip
+
+
+class AllowedOrigins(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_origins: list[str] | None = Field(
+        description="`https://www.acme.com`, `https://*.acme.com` for subdomains; null: any;"
+        " `[]`: no browser at all."
+    )
+
+
+def list_projects(
+    ops: Ops, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[ProjectInfo]:
+    """Active projects by id; an actor limited to some projects sees only those."""
+    if not 1 <= limit <= paging.MAX_LIMIT:
+        raise Invalid("invalid_limit", f"limit is 1 to {paging.MAX_LIMIT}")
+    after = paging.decode("projects", cursor, 1)
+    ids = None if ops.actor.projects is None else sorted(ops.actor.projects)
+    rows = projects.page(ops.conn, int(after[0]) if after else None, limit + 1, ids)
+    found = paging.page("projects", rows, limit, lambda p: [p.id])
+    return Page[ProjectInfo](items=[ProjectInfo.of(p) for p in found.items], next=found.next)
+
+
+def get(ops: Ops, name: str) -> ProjectInfo:
+    return ProjectInfo.of(ops.project(name))
+
+
+def create(
+    ops: Ops,
+    name: str,
+    webhook_secret: str | None = None,
+    allowed_origins: list[str] | None = None,
+) -> ProjectInfo:
+    """A new project and its key; only an operator of every project may create one."""
+    ops.actor.check_acts(None)
+    if not re.match(NAME_PATTERN, name):
+        raise Invalid("invalid_name", NAME_RULE)
+    _check_secret(webhook_secret)
+    origins = _origins(allowed_origins)
+    with ops.conn.transaction():
+        try:
+            project = projects.create(ops.conn, name, webhook_secret, origins)
+        except projects.ProjectExists:
+            raise Conflict("project_exists", f"a project named {name!r} already exists") from None
+        ops.record(
+            "project.create",
+            project,
+            {"webhook_secret": webhook_secret is not None, "allowed_origins": origins},
+            1,
+        )
+    return ProjectInfo.of(project)
+
+
+def rotate_key(ops: Ops, name: str, grace_seconds: int | None = None) -> RotatedKey:
+    """A new key; the current one is still taken for `grace_seconds` (default
+    KOALA_KEY_ROTATION_GRACE_SECONDS; 0: it stops at once). A previous key still in its
+    grace from an earlier rotation stops at once."""
+    ops.acting_on(name)
+    grace = ops.settings.key_rotation_grace_seconds if grace_seconds is None else grace_seconds
+    if not 0 <= grace <= MAX_KEY_ROTATION_GRACE_SECONDS:
+        raise Invalid(
+            "invalid_grace",
+            f"the grace period is 0 to {MAX_KEY_ROTATION_GRACE_SECONDS} seconds (30 days)",
+        )
+    with ops.conn.transaction():
+        rotated = projects.rotate_key(ops.conn, name, grace)
+        if rotated is None:  # revoked since acting_on looked
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        expires = rotated.previous_key_expires_at
+        ops.record(
+            "project.rotate_key",
+            rotated,
+            {
+                "grace_seconds": grace,
+                "previous_key_expires_at": expires.isoformat() if expires else None,
+            },
+            1,
+        )
+    return RotatedKey(
+        name=rotated.name,
+        public_key=rotated.public_key,
+        previous_public_key=rotated.previous_public_key,
+        previous_key_expires_at=expires,
+        grace_seconds=grace,
+    )
+
+
+def revoke(ops: Ops, name: str) -> Revoked:
+    """Refuse the project's keys (current and previous) from now on: receivers answer 401
+    within KOALA_KEY_CACHE_SECONDS. Its stored data stays."""
+    project = ops.acting_on(name)
+    with ops.conn.transaction():
+        at = projects.revoke(ops.conn, name)
+        if at is None:
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        ops.record("project.revoke", project, {}, 1)
+    return Revoked(name=name, revoked_at=at)
+
+
+def set_webhook_secret(ops: Ops, name: str, secret: str | None) -> ProjectInfo:
+    """Set the secret Segment's webhook signs with, or clear it (None)."""
+    ops.acting_on(name)
+    _check_secret(secret)
+    with ops.conn.transaction():
+        if not projects.set_webhook_secret(ops.conn, name, secret):
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        project = ops.project(name)
+        # whether it was set or cleared, never the secret
+        ops.record("project.webhook_secret", project, {"set": secret is not None}, 1)
+    return ProjectInfo.of(project)
+
+
+def set_allowed_origins(ops: Ops, name: str, origins: list[str] | None) -> ProjectInfo:
+    """The browser origins calls may come from (None: any); others are refused with
+    `403 origin_not_allowed`. Calls without `Origin` are never refused by it."""
+    ops.acting_on(name)
+    wanted = _origins(origins)
+    with ops.conn.transaction():
+        if not projects.set_allowed_origins(ops.conn, name, wanted):
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        project = ops.project(name)
+        ops.record("project.allowed_origins", project, {"allowed_origins": wanted}, 1)
+    return ProjectInfo.of(project)
+
+
+def _origins(given: list[str] | None) -> list[str] | None:
+    if given is None:
+        return None
+    try:
+        return list(normalize_origins(given))
+    except InvalidOrigin as error:
+        raise Invalid("invalid_origin", str(error)) from None
+
+
+def _check_secret(secret: str | None) -> None:
+    if secret is not None and (not 0 < len(secret) <= MAX_SECRET_CHARS or "\x00" in secret):
+        raise Invalid(
+            "invalid_webhook_secret",
+            f"a webhook secret is 1 to {MAX_SECRET_CHARS} characters, without NUL",
+        )
