@@ -77,6 +77,8 @@ def normalize_origin(text: str) -> str:
     """`https://WWW.Acme.com:443/` -> `https://www.acme.com`; `https://*.acme.com` stays a
     pattern for every subdomain. Raises InvalidOrigin with the reason."""
     value = text.strip()
+    if any(c <= " " or c == "\x7f" for c in value):  # a NUL would not even reach the table
+        raise InvalidOrigin(f"{text!r}: an origin has no spaces or control characters")
     try:
         parts = urlsplit(value)
         port = parts.port

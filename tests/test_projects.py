@@ -242,9 +242,13 @@ def test_create_refuses_a_taken_name_a_bad_name_and_a_bad_origin(ops: Ops) -> No
     with pytest.raises(Invalid) as error:
         projects.create(ops, name("origin"), allowed_origins=["acme.com/pricing"])
     assert error.value.code == "invalid_origin"
+    for origin in ("ftp://acme.com", "https://acme\x00.com", "https://ac me.com"):
+        with pytest.raises(Invalid) as error:
+            projects.set_allowed_origins(ops, created.name, [origin])
+        assert error.value.code == "invalid_origin"
     with pytest.raises(Invalid) as error:
-        projects.set_allowed_origins(ops, created.name, ["ftp://acme.com"])
-    assert error.value.code == "invalid_origin"
+        projects.set_webhook_secret(ops, created.name, "nul\x00")
+    assert error.value.code == "invalid_webhook_secret"
     with pytest.raises(Invalid) as error:
         projects.set_webhook_secret(ops, created.name, "")
     assert error.value.code == "invalid_webhook_secret"
