@@ -31,8 +31,8 @@ from conftest import (
 
 from ingest.embedded import EmbeddedPostgres, ensure_database
 from ingest.migrate import migrate
-from ingest.queue import celery_message
 from ingest.operations.stats import received_key
+from ingest.queue import celery_message
 from ingest.store import projects
 from ingest.store.projects import Project
 

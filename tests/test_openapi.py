@@ -11,7 +11,6 @@ from ingest.api import openapi
 from ingest.config import Settings
 from ingest.receiver import create_app
 
-
 UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/init.js"}  # the documentation itself
 
 
@@ -45,7 +44,8 @@ def test_every_answer_of_every_operation_has_a_schema_or_says_why_not() -> None:
         for path, ops in spec["paths"].items()
         for method, op in ops.items()
         for status, answer in op["responses"].items()
-        if "content" not in answer and path not in ("/healthz", "/readyz", "/metrics")
+        if "content" not in answer
+        and path not in ("/healthz", "/readyz", "/metrics")
         and status != "204"
     ]
     assert bare == []

@@ -218,14 +218,14 @@ def test_allowed_origins_are_set_over_the_admin_api_and_bad_ones_refused(
         url, json={"allowed_origins": ["https://Acme.com/", "https://*.b.io"]}, headers=token
     )
     assert done.status_code == 200
-    assert done.json() == {
-        "project": project.name,
-        "allowed_origins": ["https://acme.com", "https://*.b.io"],
-    }
+    assert (done.json()["name"], done.json()["allowed_origins"]) == (
+        project.name,
+        ["https://acme.com", "https://*.b.io"],
+    )
     for body, code in [
         ({"allowed_origins": ["acme.com"]}, "invalid_origin"),
-        ({"allowed_origins": "https://acme.com"}, "invalid_body"),
-        ({"origins": []}, "invalid_body"),
+        ({"allowed_origins": "https://acme.com"}, "invalid_request"),
+        ({"origins": []}, "invalid_request"),
     ]:
         refused = httpx.put(url, json=body, headers=token)
         assert (refused.status_code, refused.json()["code"]) == (400, code), body

@@ -43,9 +43,9 @@ from conftest import (
 )
 
 from ingest import redis_clients
-from ingest.operations import stats as reports
 from ingest.embedded import free_port
 from ingest.message import QueuedRequest
+from ingest.operations import stats as reports
 from ingest.queue import Ledger, QueueWriter, ReplicationLagging
 from ingest.store import projects
 

@@ -16,6 +16,7 @@ from ingest.operations import (
     deletions,
     jobs,
     profiles,
+    projects,
     rejections,
     stats,
     tokens,
@@ -37,6 +38,51 @@ def _discard_one(ops: Any, path: dict[str, Any], query: Any, body: Any) -> Any:
 
 
 ADMIN: list[Endpoint] = [
+    Endpoint(
+        "GET", "/admin/projects", "Projects this token may see, oldest first (never a secret).",
+        Page[projects.ProjectInfo],
+        lambda ops, path, q, b: projects.list_projects(ops, q.limit, q.cursor),
+        query=projects.Query, tag="projects", errors=(400, 401),
+    ),
+    Endpoint(
+        "POST", "/admin/projects",
+        "Create a project; the answer holds its public key (the Segment write key).",
+        projects.ProjectInfo,
+        lambda ops, path, q, b: projects.create(ops, b.name, b.webhook_secret, b.allowed_origins),
+        body=projects.NewProject, status=201, acts=True, tag="projects",
+        errors=(400, 401, 403, 409),
+    ),
+    Endpoint(
+        "GET", P, "One project.", projects.ProjectInfo,
+        lambda ops, path, q, b: projects.get(ops, path["name"]), tag="projects",
+    ),
+    Endpoint(
+        "DELETE", P, "Revoke a project: its keys are refused within KOALA_KEY_CACHE_SECONDS.",
+        projects.Revoked, lambda ops, path, q, b: projects.revoke(ops, path["name"]),
+        acts=True, tag="projects", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "POST", P + "/rotate-key",
+        "A new public key; the old one keeps working for the grace period"
+        " (KOALA_KEY_ROTATION_GRACE_SECONDS unless given), then is refused.",
+        projects.RotatedKey,
+        lambda ops, path, q, b: projects.rotate_key(ops, path["name"], b.grace_seconds),
+        body=projects.KeyRotation, acts=True, tag="projects", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "PUT", P + "/webhook-secret",
+        "Set (a string) or clear (null) the secret of Segment's webhook (X-Signature).",
+        projects.ProjectInfo,
+        lambda ops, path, q, b: projects.set_webhook_secret(ops, path["name"], b.secret),
+        body=projects.WebhookSecret, acts=True, tag="projects", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "PUT", P + "/allowed-origins",
+        "Replace the origins a project's browsers may send from; null takes any origin.",
+        projects.ProjectInfo,
+        lambda ops, path, q, b: projects.set_allowed_origins(ops, path["name"], b.allowed_origins),
+        body=projects.AllowedOrigins, acts=True, tag="projects", errors=(400, 401, 403, 404),
+    ),
     Endpoint(
         "GET", P + "/stats",
         "Counts of a project: received = stored + duplicates + rejected + dead_lettered"

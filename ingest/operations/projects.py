@@ -124,6 +124,13 @@ class AllowedOrigins(BaseModel):
     )
 
 
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=paging.DEFAULT_LIMIT, ge=1, le=paging.MAX_LIMIT)
+    cursor: str | None = Field(default=None, max_length=500)
+
+
 def list_projects(
     ops: Ops, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
 ) -> Page[ProjectInfo]:
