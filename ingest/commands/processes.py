@@ -251,6 +251,7 @@ def _welcome(settings: Settings, key: str, database_url: str, redis_url: str) ->
     return f"""
 koala-ingest is starting
   receiver     http://127.0.0.1:{port}   (health: /healthz, ready: /readyz, metrics: /metrics)
+  admin API    http://127.0.0.1:{port}/docs   (Bearer ADMIN_TOKEN, or koala-ingest tokens create)
   PostgreSQL   {database_url}
   Redis        {redis_url}
   project      {DEMO_PROJECT}, public key (Segment write key): {key}
