@@ -168,7 +168,8 @@ def chunk_requests(requests: Iterable[QueuedRequest], max_calls: int) -> list[li
 # to parse, about a quarter of its time per single call: bench/README.md). Redis refuses
 # a script's *first* write when over maxmemory (nothing written: the receiver answers
 # 503) and lets the rest of a started script finish, so a flush is all or nothing.
-# KEYS: queue, ledger entries, ledger since, received counters.
+# KEYS: queue, ledger entries, ledger since, received counters, and optionally this
+# minute's received counters (the console's calls-per-minute chart; kept two hours).
 # ARGV: now, n, n pairs (task id, message), then (project id, calls received) pairs.
 # Returns the queue's length.
 ENQUEUE_SCRIPT = """
@@ -181,7 +182,9 @@ for i = 0, n - 1 do
 end
 for j = 3 + 2 * n, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[4], ARGV[j], ARGV[j + 1])
+  if KEYS[5] then redis.call('HINCRBY', KEYS[5], ARGV[j], ARGV[j + 1]) end
 end
+if KEYS[5] then redis.call('EXPIRE', KEYS[5], 7200) end
 return redis.call('LLEN', KEYS[1])
 """
 
@@ -285,13 +288,15 @@ class QueueWriter:
         for request in requests:
             received[request.project_id] = received.get(request.project_id, 0) + request.received
         messages = chunk_requests(requests, self._max_calls)
-        args: list[Any] = [time.time(), len(messages)]
+        now = time.time()
+        args: list[Any] = [now, len(messages)]
         for message in messages:
             task_id = str(uuid.uuid4())
             args += (task_id, celery_message(self._queue_name, message, task_id))
         for project_id, count in received.items():
             args += (project_id, count)
-        keys = [self._queue_key, self._ledger.entries, self._ledger.since, self._counters_key]
+        keys = [self._queue_key, self._ledger.entries, self._ledger.since, self._counters_key,
+                minute_key(self._counters_key, now)]  # fmt: skip
         if self._replica_acks:
             await self._write_acked(keys, args)
         else:
@@ -330,3 +335,14 @@ class QueueWriter:
         except (redis.exceptions.RedisError, OSError):
             self.healthy = False
             raise
+
+
+def workers_key(prefix: str) -> str:
+    """worker name -> its last heartbeat (epoch seconds), written by each worker's heartbeat
+    (workers/recovery.py); a worker silent past KOALA_LOST_AFTER_SECONDS is not alive."""
+    return prefix + "workers"
+
+
+def minute_key(counters_key: str, now: float) -> str:
+    """The calls received in the minute holding `now`, per project id."""
+    return f"{counters_key}:m:{int(now) // 60}"

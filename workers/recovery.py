@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
-from ingest.queue import Ledger, oldest_received
+from ingest.queue import Ledger, oldest_received, workers_key
 from ingest.store import batches
 
 log = logging.getLogger(__name__)
@@ -151,15 +151,25 @@ class Held:
     queue: str | None
 
 
-def heartbeat(client: redis.Redis, prefix: str, held: list[Held], now: float | None = None) -> None:
+def heartbeat(
+    client: redis.Redis,
+    prefix: str,
+    held: list[Held],
+    now: float | None = None,
+    worker: str | None = None,
+) -> None:
     """Mark what a live worker holds as alive: its time in kombu's unacked index (kombu
     redelivers entries older than the visibility timeout) and in the ledger (the sweep above)
-    becomes now. `XX`: an entry already acknowledged or settled is not brought back.
+    becomes now. `XX`: an entry already acknowledged or settled is not brought back. The
+    worker itself is marked alive in `workers` (what the console counts as workers alive).
     One round trip per worker and heartbeat, whatever it holds."""
-    if not held:
-        return
     now = time.time() if now is None else now
     pipe = client.pipeline(transaction=False)
+    if worker:
+        pipe.hset(workers_key(prefix), worker, now)
+    if not held:
+        pipe.execute()
+        return
     pipe.zadd(Ledger(prefix, "").unacked_index, {h.delivery_tag: now for h in held}, xx=True)
     by_queue: dict[str, list[str]] = {}
     for h in held:

@@ -129,7 +129,12 @@ class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
                 )
                 for tag, message in list(delivered.items())
             ]
-            recovery.heartbeat(RedisClient.get(), get_settings().redis_key_prefix, held)
+            recovery.heartbeat(
+                RedisClient.get(),
+                get_settings().redis_key_prefix,
+                held,
+                worker=str(getattr(consumer, "hostname", "") or "") or None,
+            )
         except Exception as error:  # never stop the consumer for it: the next beat tries
             log.warning("heartbeat of held messages failed: %s", error)
 
