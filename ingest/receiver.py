@@ -33,6 +33,7 @@ from ingest.api.endpoint import AdminRuntime, json_error
 from ingest.api.routes import ADMIN
 from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
+from ingest.console import site as console
 from ingest.keys import ProjectKeys
 from ingest.message import QueuedRequest
 from ingest.queue import (
@@ -645,6 +646,7 @@ def create_app(settings: Settings) -> FastPath:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *(admin.route(e) for e in ADMIN),
         *docs.routes(),
+        *console.routes(admin),
     ]
 
     async def http_error(request: Request, error: Exception) -> Response:

@@ -330,7 +330,7 @@ def test_a_project_with_allowed_origins_refuses_other_sites_and_takes_its_own(
     wait_for(lambda: ("/v1/t", 403) in console.seen().answers, timeout=30)
     stats = settled(stack, project, stored=0)
     assert (stats["received"], stats["rejected"], stats["stored"]) == (1, 1, 0)
-    [rejection] = stack.admin(f"/admin/projects/{project.name}/rejections")["rejections"]
+    [rejection] = stack.admin(f"/admin/projects/{project.name}/rejections")["items"]
     assert rejection["code"] == "origin_not_allowed"
     assert "From Elsewhere" in rejection["payload"]
     # analytics.js read the 403 (CORS headers on errors too) and dropped the call

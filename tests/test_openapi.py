@@ -20,7 +20,9 @@ def app_routes() -> set[tuple[str, str]]:
     return {
         (re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path), method.lower())
         for r in app.routes
-        if isinstance(r, Route) and r.path not in UNDOCUMENTED
+        if isinstance(r, Route)
+        and r.path not in UNDOCUMENTED
+        and not r.path.startswith("/console")  # pages for people, over the same operations
         for method in (r.methods or ()) - {"HEAD"}
     }
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,11 +117,17 @@ class AdminRuntime:
             self._redis = redis_clients.sync_client(self.settings.require_redis_url())
         return self._redis
 
-    def execute(self, authorization: str, work: Callable[[Ops], BaseModel]) -> BaseModel:
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled autocommit connection (the pool opens on first use)."""
         if not self._opened:
             self.pool.open()
             self._opened = True
         with self.pool.connection() as conn:
+            yield conn
+
+    def execute(self, authorization: str, work: Callable[[Ops], BaseModel]) -> BaseModel:
+        with self.connection() as conn:
             actor = self.authenticate(conn, authorization)
             ops = Ops(conn, self.settings, actor, redis_factory=self.redis)
             return work(ops)

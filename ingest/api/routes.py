@@ -15,6 +15,7 @@ from ingest.operations import (
     dead_letters,
     deletions,
     jobs,
+    overview,
     profiles,
     projects,
     rejections,
@@ -38,6 +39,13 @@ def _discard_one(ops: Any, path: dict[str, Any], query: Any, body: Any) -> Any:
 
 
 ADMIN: list[Endpoint] = [
+    Endpoint(
+        "GET", "/admin/overview",
+        "Every project this token sees, reconciled, with calls per minute over the last hour;"
+        " queue depth and the age of its oldest call, the breaker, the workers alive.",
+        overview.Overview, lambda ops, path, q, b: overview.overview(ops), tag="overview",
+        errors=(401,),
+    ),
     Endpoint(
         "GET", "/admin/projects", "Projects this token may see, oldest first (never a secret).",
         Page[projects.ProjectInfo],

@@ -21,6 +21,7 @@ import hmac
 import re
 import secrets
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
@@ -164,10 +165,20 @@ def authenticate(
         return ADMIN_TOKEN_ACTOR
     if not given.startswith(PREFIX):
         return None
-    found = tokens.find_active(conn, hash_token(given))
+    return actor_of(find_by_hash(conn, hash_token(given)))
+
+
+def find_by_hash(conn: psycopg.Connection, token_hash: bytes) -> dict[str, Any] | None:
+    """The live token with this hash, marked used (at most once a minute)."""
+    found = tokens.find_active(conn, token_hash)
+    if found is not None:
+        tokens.touch(conn, found["id"])
+    return found
+
+
+def actor_of(found: dict[str, Any] | None) -> Actor | None:
     if found is None:
         return None
-    tokens.touch(conn, found["id"])
     limited = found["project_ids"]
     return Actor(
         f"token:{found['name']}",

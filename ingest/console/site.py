@@ -1,0 +1,19 @@
+"""The whole console: its machinery's routes and every page group's, listed once."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from ingest.api.endpoint import AdminRuntime
+from ingest.console import overview
+from ingest.console.app import Console
+
+PAGES = [overview]
+
+
+def routes(runtime: AdminRuntime) -> list[BaseRoute]:
+    console = Console(runtime)
+    out = console.routes()
+    for page in PAGES:
+        out += page.routes(console)
+    return out
