@@ -130,6 +130,26 @@ def _welcome(log: Path) -> tuple[str, str]:
     return key[1], database_url[1]
 
 
+def _sign_in_as_printed(log: Path, url: str) -> None:
+    """The console's address and the command for a token, as `up` prints them, work: the
+    token signs in to the console."""
+    out = log.read_text()
+    assert f"{url}/console" in out
+    found = re.search(r"DATABASE_URL=(\S+) \\\n\s+(\S+) tokens create me --role operator", out)
+    assert found, out
+    made = subprocess.run(
+        [found[2], "tokens", "create", "me", "--role", "operator"],
+        env={**os.environ, "DATABASE_URL": found[1]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    token = next(line for line in made.stdout.splitlines() if line.startswith("kt_"))
+    signed = httpx.post(url + "/console/login", data={"token": token})
+    assert signed.status_code == 303 and "koala_console=" in signed.headers["set-cookie"]
+
+
 def _stored(database_url: str, message_id: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM events WHERE message_id = %s", (message_id,))
@@ -189,6 +209,7 @@ def test_sigkill_of_up_leaves_no_process_behind_and_the_next_up_keeps_the_data(
         )
         assert sent.status_code == 200
         wait_for(lambda: _stored(database_url, "kill-1"), timeout=30)
+        _sign_in_as_printed(log, url)
 
         # While it runs, a second `up` on the same folder (another port) refuses in one line.
         second = subprocess.run(

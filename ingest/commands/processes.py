@@ -251,7 +251,8 @@ def _welcome(settings: Settings, key: str, database_url: str, redis_url: str) ->
     return f"""
 koala-ingest is starting
   receiver     http://127.0.0.1:{port}   (health: /healthz, ready: /readyz, metrics: /metrics)
-  admin API    http://127.0.0.1:{port}/docs   (Bearer ADMIN_TOKEN, or koala-ingest tokens create)
+  console      http://127.0.0.1:{port}/console   (sign in with a token, see below)
+  admin API    http://127.0.0.1:{port}/docs
   PostgreSQL   {database_url}
   Redis        {redis_url}
   project      {DEMO_PROJECT}, public key (Segment write key): {key}
@@ -261,6 +262,11 @@ Send a track call:
   curl -u '{key}:' -H 'Content-Type: application/json' \\
     -d '{{"userId": "user-1", "event": "Signed Up", "properties": {{"plan": "pro"}}}}' \\
     http://127.0.0.1:{port}/v1/track
+
+A token to sign in to the console (and for the admin API), shown once:
+
+  DATABASE_URL={database_url} \\
+    {" ".join(_self_command())} tokens create me --role operator
 
 Ctrl-C stops everything.
 """
