@@ -9,6 +9,8 @@ import subprocess
 import psycopg
 from conftest import Servers, koala, queued
 
+from ingest.store.projects import Project
+
 
 def run(servers: Servers, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -136,3 +138,19 @@ def test_deletions_lists_what_each_delete_call_named_and_erased(
     )  # fmt: skip
     table = run(servers, "deletions", project.name)
     assert "user_id:fay" in table.stdout
+
+
+def test_overview_and_rejections_answer_what_the_api_answers(
+    servers: Servers, project: Project, db: psycopg.Connection
+) -> None:
+    with db.transaction():
+        db.execute(
+            "INSERT INTO rejections (project_id, received_at, source, item_index, code, message,"
+            " payload) VALUES (%s, now(), 'segment', 0, 'invalid_event', 'no event', '{}')",
+            (project.id,),
+        )
+    seen = json.loads(run(servers, "overview", "--json").stdout)
+    [mine] = [p for p in seen["projects"] if p["stats"]["project"] == project.name]
+    assert mine["reconciled"] and len(mine["calls_per_minute"]) == 60
+    listed = json.loads(run(servers, "rejections", project.name, "--json").stdout)
+    assert [r["code"] for r in listed["items"]] == ["invalid_event"] and listed["next"] is None

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ingest.commands.common import console, fail, ops, print_json
-from ingest.operations import deletions, profiles, rejections, stats
+from ingest.operations import deletions, overview, profiles, rejections, stats
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LimitOpt = Annotated[int, typer.Option(min=1, max=1000)]
@@ -17,10 +17,32 @@ CursorOpt = Annotated[str | None, typer.Option(help="The `next` of the previous 
 
 
 def register(app: typer.Typer) -> None:
-    for command in (stats_command, profiles_command, events_command):
+    for command in (overview_command, stats_command, profiles_command, events_command):
         app.command(command.__name__.removesuffix("_command"))(command)
     app.command("rejections")(rejections_command)
     app.command("deletions")(deletions_command)
+
+
+def overview_command(as_json: JsonOpt = False) -> None:
+    """Every project reconciled, the queue, the breaker and the workers alive (the console's
+    overview)."""
+    with ops() as context:
+        out = overview.overview(context)
+    if as_json:
+        print_json(out)
+        return
+    table = Table("project", "received", "stored", "duplicates", "rejected", "dead letters",
+                  "in flight", "last hour", title="overview")  # fmt: skip
+    for p in out.projects:
+        s = p.stats
+        values = (s.received, s.stored, s.duplicates, s.rejected, s.dead_lettered, s.in_flight,
+                  sum(p.calls_per_minute))  # fmt: skip
+        table.add_row(s.project, *(f"{v:,}" for v in values))
+    console.print(table)
+    oldest = f"{out.oldest_queued_seconds:.1f} s" if out.oldest_queued_seconds is not None else "-"
+    breaker = f"open: {out.breaker.reason}" if out.breaker.open else "closed"
+    console.print(f"queue {out.queue_depth} (oldest {oldest}); breaker {breaker};"
+                  f" workers alive {len(out.workers_alive)}")  # fmt: skip
 
 
 def stats_command(name: str, as_json: JsonOpt = False) -> None:
