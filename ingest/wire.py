@@ -19,7 +19,7 @@ import hmac
 import json
 import zlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -304,7 +304,7 @@ def _time_problem(
             continue
         if not isinstance(value, str):
             return "invalid_timestamp", f"`{name}` must be an ISO-8601 string"
-        parsed = parse_time(value)
+        parsed = _utc_time(value)
         if parsed is None:
             return "invalid_timestamp", f"`{name}` is not an ISO-8601 time"
         found[name] = parsed
@@ -320,6 +320,21 @@ def _time_problem(
         except OutOfRange:  # the skew rule leaves the calendar
             return "invalid_timestamp", "timestamp corrected by sentAt is out of range"
     return None
+
+
+def _utc_time(value: str) -> datetime | None:
+    """`parse_time` of an ISO string, with a fast path for what SDKs send (`...Z` or
+    `+00:00`): `fromisoformat` alone takes those, and a UTC time needs no conversion. The
+    full `parse_time` (strip, `Z`, conversion to UTC, which can leave the calendar) was a
+    third of a batched call's receiver CPU (bench A/B of #14: 7.2 -> 16.0 us a call)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return parse_time(value)
+    offset = parsed.utcoffset()
+    if offset is None or offset:
+        return parse_time(value)  # naive or another zone: as normalize reads it
+    return parsed
 
 
 def _too_deep(value: Any) -> bool:
