@@ -191,7 +191,10 @@ def test_reprocess_started_by_the_api_runs_on_a_worker_in_slices_to_the_end(
     try:
         base = f"/admin/projects/{project.name}/reprocess"
         bad = _api(rx.url, "POST", base, json={"since": "2026-11-02"})
-        assert (bad.status_code, bad.json()["code"]) == (400, "invalid_range")
+        assert (bad.status_code, bad.json()["code"]) == (400, "invalid_request")
+        assert bad.json()["message"] == "until: Field required"
+        backwards = _api(rx.url, "POST", base, json={"since": "2026-11-02", "until": "2026-11-01"})
+        assert (backwards.status_code, backwards.json()["code"]) == (400, "invalid_range")
         started = _api(rx.url, "POST", base, json={"since": "2026-11-01", "until": "2026-12-01",
                                                    "batch_size": 2})  # fmt: skip
         assert started.status_code == 202, started.text
