@@ -39,6 +39,7 @@ class ReplayResult:
     replayed: int
     dry_run: bool
     letters: list[dict[str, Any]]
+    last_id: int | None = None  # the highest id claimed: where a run in parts goes on
 
 
 def _request(letter: dict[str, Any]) -> QueuedRequest:
@@ -76,6 +77,7 @@ def replay(
         found = dead_letters.find(conn, selection, limit)
         return ReplayResult(len(found), 0, True, found)
     replayed = 0
+    last_id: int | None = None
     started = time.monotonic()
     while replayed < limit:
         with conn.transaction():
@@ -84,7 +86,8 @@ def replay(
                 break
             # a letter whose replay already failed again is pending once more: it is not
             # taken twice in one run (it was, when a worker was quicker than this loop)
-            selection = dataclasses.replace(selection, after_id=max(d["id"] for d in claimed))
+            last_id = max(d["id"] for d in claimed)
+            selection = dataclasses.replace(selection, after_id=last_id)
             task_id = str(uuid.uuid4())
             message = celery_message(
                 settings.queue_name, [_request(d).to_wire() for d in claimed], task_id
@@ -99,4 +102,4 @@ def replay(
             ahead = replayed / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-    return ReplayResult(replayed, replayed, False, [])
+    return ReplayResult(replayed, replayed, False, [], last_id)

@@ -80,7 +80,13 @@ def test_a_replay_with_a_good_limit_still_answers(rx: Receiver, project: Project
         f"/admin/projects/{project.name}/dead-letters/replay",
         json={"limit": 5, "dry_run": True, "all": True},
     )
-    assert answer.json() == {"matched": 0, "replayed": 0, "dry_run": True, "preview": []}
+    assert answer.json() == {
+        "matched": 0,
+        "replayed": 0,
+        "dry_run": True,
+        "preview": [],
+        "last_id": None,
+    }
 
 
 @pytest.mark.parametrize("cursor", ["9223372036854775808", "1" * 40, "²", "-1", "x", "WyJqb2JzIl0"])

@@ -158,7 +158,7 @@ def test_poison_call_is_isolated_then_fixed_and_replayed_once(
     s = wait_for(resolved, timeout=30)
     assert s["stored"] == 21 and s["in_flight"] == 0 and balanced(s)
     again = admin(rx, "POST", base + "/replay", json={"ids": [letter["id"]]})
-    assert again == {"matched": 0, "replayed": 0, "dry_run": False, "preview": []}
+    assert again == {"matched": 0, "replayed": 0, "dry_run": False, "preview": [], "last_id": None}
     rows = db.execute(
         "SELECT count(*) FROM events WHERE project_id = %s AND message_id = %s",
         (project.id, "poison-1"),

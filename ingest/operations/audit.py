@@ -47,9 +47,11 @@ def list_entries(
     cursor: str | None,
     project_name: str | None = None,
     action: str | None = None,
+    dead_letter: int | None = None,
 ) -> Page[AuditEntry]:
     """A page of entries, newest first: of one project when named, of the actor's
-    projects when it is limited, else all."""
+    projects when it is limited, else all; with `dead_letter`, only the replays and
+    discards that named that letter's id (its history; one made by a filter names none)."""
     _check_limit(limit)
     if project_name is not None:
         scope: list[int] | None = [ops.project(project_name).id]
@@ -58,7 +60,9 @@ def list_entries(
     else:
         scope = None
     before = paging.decode("audit", cursor, 1)
-    rows = audit.page(ops.conn, scope, int(before[0]) if before else None, limit + 1, action)
+    rows = audit.page(
+        ops.conn, scope, int(before[0]) if before else None, limit + 1, action, dead_letter
+    )
     found = paging.page("audit", rows, limit, lambda r: [r["id"]])
     return Page[AuditEntry](
         items=[AuditEntry.model_validate(r) for r in found.items], next=found.next

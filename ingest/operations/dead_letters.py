@@ -116,6 +116,12 @@ class ReplayRequest(Selection):
         default=None,
         description="A corrected payload, with exactly one id: written, then replayed.",
     )
+    after_id: LetterId | None = Field(
+        default=None,
+        description="Only letters after this id: a replay run in parts (the console's"
+        " progress bar) gives each part the previous one's `last_id`, so a letter that"
+        " failed again meanwhile is not taken twice in one run.",
+    )
 
     @model_validator(mode="after")
     def one_payload(self) -> ReplayRequest:
@@ -130,6 +136,9 @@ class ReplayOutcome(BaseModel):
     dry_run: bool
     preview: list[DeadLetter] = Field(
         default=[], description=f"In a dry run, the first {PREVIEW} letters that would be replayed."
+    )
+    last_id: int | None = Field(
+        default=None, description="The highest id replayed: `after_id` for the next part."
     )
 
 
@@ -168,6 +177,7 @@ def _scope(ops: Ops, name: str | None, acting: bool) -> Project | None:
 
 
 def _filter(project: Project | None, query: Query | Selection, status: str | None) -> Filter:
+    after = query.after_id if isinstance(query, ReplayRequest) else None
     return Filter(
         project_id=project.id if project else None,
         reason=query.reason,
@@ -176,6 +186,7 @@ def _filter(project: Project | None, query: Query | Selection, status: str | Non
         since=query.since,
         until=query.until,
         ids=tuple(query.ids) if isinstance(query, Selection) and query.ids else None,
+        after_id=after,
     )
 
 
@@ -230,7 +241,9 @@ def replay(ops: Ops, name: str | None, request: ReplayRequest) -> ReplayOutcome:
         {**request.described(), "payload_corrected": request.payload is not None},
         done.replayed,
     )
-    return ReplayOutcome(matched=done.matched, replayed=done.replayed, dry_run=False)
+    return ReplayOutcome(
+        matched=done.matched, replayed=done.replayed, dry_run=False, last_id=done.last_id
+    )
 
 
 def replay_with_progress(

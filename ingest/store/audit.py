@@ -32,9 +32,11 @@ def page(
     before_id: int | None,
     limit: int,
     action: str | None = None,
+    dead_letter: int | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, `limit` rows older than `before_id`; only these projects' actions
-    when `project_ids` is given (an actor limited to some projects), else all."""
+    when `project_ids` is given (an actor limited to some projects), else all; only the
+    dead-letter actions whose selection named this letter's id when `dead_letter` is."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             """
@@ -43,9 +45,17 @@ def page(
             WHERE (%(before)s::bigint IS NULL OR a.id < %(before)s)
               AND (%(projects)s::bigint[] IS NULL OR a.project_id = ANY(%(projects)s))
               AND (%(action)s::text IS NULL OR a.action = %(action)s)
+              AND (%(letter)s::bigint IS NULL OR (a.action LIKE 'dead\\_letters.%%'
+                   AND a.selection -> 'ids' @> to_jsonb(%(letter)s::bigint)))
             ORDER BY a.id DESC
             LIMIT %(limit)s
             """,
-            {"before": before_id, "projects": project_ids, "action": action, "limit": limit},
+            {
+                "before": before_id,
+                "projects": project_ids,
+                "action": action,
+                "letter": dead_letter,
+                "limit": limit,
+            },
         )
         return cur.fetchall()
