@@ -10,7 +10,7 @@ import os
 import orjson
 import psycopg
 import redis
-from conftest import queued
+from conftest import queued, received_now
 
 from ingest import debugger
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, load
@@ -45,7 +45,7 @@ def test_an_entry_is_small_its_payload_cut_and_its_labels_text() -> None:
            "properties": {"blob": "x" * 10_000}}  # fmt: skip
     entry = orjson.loads(debugger.entry(debugger.Seen(1, 0, "stored", None, big, None, "t", "s")))
     assert entry["truncated"] and len(entry["payload"].encode()) <= debugger.PAYLOAD_BYTES
-    assert entry["event"] is None and len(entry["message_id"]) == 200
+    assert entry["event"] == '{"not":"text"}' and len(entry["message_id"]) == 200
     refused = debugger.Seen(1, 0, "rejected", "missing_event", None, '{"type":"track",'
                             '"messageId":"r-1","event":""}', "t", "s")  # fmt: skip
     entry = orjson.loads(debugger.entry(refused))
@@ -58,14 +58,25 @@ def test_the_pipeline_records_every_outcome_and_the_operation_reads_them_back(
     calls = [
         {"type": "track", "event": "A", "userId": "u1", "messageId": "a"},
         {"type": "track", "event": "A", "userId": "u1", "messageId": "a"},  # a repeat
-        {"type": "identify", "userId": "u1", "messageId": "i", "timestamp": "not a time"},
+        {
+            "type": "identify",
+            "userId": "u1",
+            "messageId": "i",
+            "timestamp": "9999-12-31T23:59:59Z",
+            "sentAt": "0001-01-01T00:00:00Z",
+        },
     ]
+    now = received_now()
+    calls = [{**c, "receivedAt": now} for c in calls]
     refused = Rejection(1, "missing_event", "no event", '{"type":"track","messageId":"r"}')
     with db.transaction():
-        result = process(db, [queued(project.id, *calls, rejected=[refused])], RULES)
+        result = process(
+            db, [queued(project.id, *calls, received_at=now, rejected=[refused])], RULES
+        )
     outcomes = {(s.outcome, s.code) for s in result.seen}
     assert ("stored", None) in outcomes and ("duplicate", None) in outcomes
     assert ("rejected", "missing_event") in outcomes
+    assert "dead_letter" in {o for o, _ in outcomes}
     assert len(result.seen) == 4
 
     settings = load()
