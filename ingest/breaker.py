@@ -97,10 +97,15 @@ class Breaker:
 
 def count(client: redis.Redis, prefix: str, counts: dict[str, int]) -> None:
     """Add to the cluster-wide worker counters (retries, dead letters by reason, ...)."""
-    counts = {k: v for k, v in counts.items() if v}
-    if not counts:
-        return
     pipe = client.pipeline()
+    if queue_counts(pipe, prefix, counts):
+        pipe.execute()
+
+
+def queue_counts(pipe: Any, prefix: str, counts: dict[str, int]) -> int:
+    """Queue those increments on a pipeline the caller executes (with whatever else it
+    carries); how many were queued."""
+    counts = {k: v for k, v in counts.items() if v}
     for name, value in counts.items():
         pipe.hincrby(keys(prefix)["metrics"], name, value)
-    pipe.execute()
+    return len(counts)

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from ingest.debugger import Outcome, Seen
 from ingest.identifiers import Rules
 from ingest.message import QueuedRequest, message_id_of
 from ingest.metrics import Stage
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 class BatchResult:
     per_project: dict[int, Counter[str]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per stage
+    # each call's outcome, for the live debugger (ingest/debugger.py: reported per batch)
+    seen: list[Seen] = field(default_factory=list)
 
     def count(self, project_id: int, what: str, n: int = 1) -> None:
         self.per_project.setdefault(project_id, Counter())[what] += n
@@ -61,6 +64,7 @@ class BatchResult:
             self.per_project.setdefault(project_id, Counter()).update(counts)
         for stage, spent in other.seconds.items():
             self.spent(stage, spent)
+        self.seen += other.seen
 
     @contextmanager
     def timed(self, stage: Stage) -> Iterator[None]:
@@ -121,7 +125,25 @@ def rejection_rows(request: QueuedRequest, result: BatchResult) -> list[Rejectio
             )
         )
         result.count(project_id, "rejected")
+        result.seen.append(
+            Seen(project_id, -1, "rejected", r.code, None, payload, request.received_at,
+                 request.source)
+        )  # fmt: skip
     return rows
+
+
+def _saw(
+    result: BatchResult,
+    arrived: dict[int, tuple[int, QueuedRequest]],
+    event: Event,
+    outcome: Outcome,
+    code: str | None,
+) -> None:
+    seq, request = arrived[id(event)]
+    result.seen.append(
+        Seen(event.project_id, seq, outcome, code, event.payload, None, request.received_at,
+             request.source, event.replay_of)
+    )  # fmt: skip
 
 
 def process(
@@ -131,11 +153,14 @@ def process(
     events: list[Event] = []
     refused: list[RejectionRow] = []
     dead: list[DeadLetter] = []
+    arrived: dict[int, tuple[int, QueuedRequest]] = {}  # id(event): its order and request
+    seq = 0
     with result.timed(Stage.NORMALIZE):
         for request in requests:
             project_id = request.project_id
             refused += rejection_rows(request, result)
             for call, replay_of in zip(request.calls, request.replay_of(), strict=True):
+                seq += 1
                 try:
                     event = normalize(project_id, request.source, call, request.shared, rules)
                 except NormalizeError as error:
@@ -151,16 +176,25 @@ def process(
                     if replay_of is None:  # a failed replay is already counted as dead
                         result.count(project_id, "dead_lettered")
                     result.count(project_id, f"reason:{error.reason}")
+                    result.seen.append(
+                        Seen(project_id, seq, "dead_letter", error.reason, call, None,
+                             request.received_at, request.source, replay_of)
+                    )  # fmt: skip
                     continue
                 event.replay_of = replay_of
                 events.append(event)
+                arrived[id(event)] = (seq, request)
 
     with result.timed(Stage.DEDUPE):
         deduped = dedupe(conn, events)
+    conflicting = {id(e) for e in deduped.conflicting}  # a subset of the duplicates
     for e in deduped.duplicates:
         result.count(e.project_id, "duplicates")
+        _saw(result, arrived, e, "duplicate", "conflicting" if id(e) in conflicting else None)
     for e in deduped.conflicting:
         result.count(e.project_id, "conflicting_duplicates")
+    for e in deduped.new:
+        _saw(result, arrived, e, "stored", None)
 
     # Delete calls are carried out after the batch's other calls are stored: a delete
     # erases everything of its person stored up to and including its batch.

@@ -1,7 +1,7 @@
 """What a worker tells Redis about its batches, never failing a batch for it: the ledger
 (settled after the commit, postponed for a retry: workers/recovery.py), the circuit breaker
-(fed by every finished batch; a batch waits while it is open), and the cluster-wide counters
-every receiver's /metrics serves."""
+(fed by every finished batch; a batch waits while it is open), the cluster-wide counters
+every receiver's /metrics serves, and the live debugger's recent calls (ingest/debugger.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import redis
 
-from ingest import metrics
-from ingest.breaker import Breaker, count
+from ingest import debugger, metrics
+from ingest.breaker import Breaker, queue_counts
 from ingest.config import get_settings
 from workers import pipeline, recovery
 from workers.resources import RedisClient
@@ -71,18 +71,24 @@ def hold_while_breaker_open(task_id: str) -> None:
 
 
 def report(result: pipeline.BatchResult, retries: int = 0, seconds: float | None = None) -> None:
-    """Feed the breaker and the cluster-wide counters (the workers' Prometheus metrics,
-    served by every receiver's /metrics); never fail a batch for them."""
+    """Feed the breaker, the cluster-wide counters (the workers' Prometheus metrics, served
+    by every receiver's /metrics) and the live debugger's stream (ingest/debugger.py);
+    never fail a batch for them."""
     settings = get_settings()
     fresh_dead = max(0, result.total("dead_lettered"))
     finished = result.total("stored") + result.total("duplicates") + fresh_dead
     try:
         state = breaker().record(finished, fresh_dead)
-        count(
-            RedisClient.get(),
+        # the counters and the debugger's entries: one pipeline, one round trip
+        pipe = RedisClient.get().pipeline()
+        queued = queue_counts(
+            pipe,
             settings.redis_key_prefix,
             {**result.reasons(), "retries": retries, **worker_metrics(result, seconds)},
         )
+        queued += debugger.add(pipe, settings.redis_key_prefix, result.seen)
+        if queued:
+            pipe.execute()
     except redis.RedisError as error:
         log.warning("could not update breaker or counters: %s", error)
         return

@@ -13,6 +13,7 @@ from ingest.operations import (
     audit,
     breaker,
     dead_letters,
+    debugger,
     deletions,
     jobs,
     overview,
@@ -104,6 +105,14 @@ ADMIN: list[Endpoint] = [
         profiles.Profiles, _named(profiles.lookup), query=profiles.Lookup, tag="profiles",
     ),
     Endpoint(
+        "GET", P + "/profiles/{profile_id:int}",
+        "One profile whole: identifiers, traits, accounts, the profiles merged into it and"
+        " the merges the guard refused (a merged-away id answers for its survivor).",
+        profiles.ProfileDetail,
+        lambda ops, path, q, b: profiles.detail(ops, path["name"], path["profile_id"]),
+        tag="profiles", not_found="unknown_profile",
+    ),
+    Endpoint(
         "GET", P + "/profiles/{profile_id:int}/events",
         "A profile's events, newest first (a merged profile answers for its survivor).",
         profiles.ProfileEvents,
@@ -111,6 +120,13 @@ ADMIN: list[Endpoint] = [
             ops, path["name"], path["profile_id"], q.limit, q.cursor
         ),
         query=profiles.EventsQuery, tag="profiles", not_found="unknown_profile",
+    ),
+    Endpoint(
+        "GET", P + "/debugger",
+        "The live debugger: a project's most recent calls, oldest first, each with its"
+        " outcome (stored, duplicate, rejected with its code, dead letter with its reason)"
+        " and payload; `after` a call, only those that followed it.",
+        debugger.Recent, _named(debugger.recent), query=debugger.Query, tag="debugger",
     ),
     Endpoint(
         "GET", P + "/rejections", "Calls refused for their content, newest first.",

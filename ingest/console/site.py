@@ -5,10 +5,11 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from ingest.api.endpoint import AdminRuntime
-from ingest.console import dead_letters, lists, overview
+from ingest.console import audit, dead_letters, debugger, jobs, lists, overview, profiles, projects
 from ingest.console.app import Console
 
-PAGES = [overview, dead_letters, lists]
+# in the order of the navigation (ingest/console/app.py NAV)
+PAGES = [overview, debugger, dead_letters, lists, profiles, jobs, projects, audit]
 
 
 def routes(runtime: AdminRuntime) -> list[BaseRoute]:

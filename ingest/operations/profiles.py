@@ -12,7 +12,7 @@ from ingest.operations import paging
 from ingest.operations.context import Ops
 from ingest.operations.errors import Invalid, NotFound
 from ingest.operations.paging import Page
-from ingest.store import accounts, events, identities, profiles
+from ingest.store import accounts, events, identities, merges, profiles
 from ingest.store.projects import Project
 
 LookupKind = Literal["email", "profile_id", "user_id", "anonymous_id"]
@@ -41,6 +41,38 @@ class Profile(BaseModel):
 
 class Profiles(BaseModel):
     profiles: list[Profile]
+
+
+MAX_MERGES = 500
+
+
+class Merge(BaseModel):
+    from_profile: int = Field(description="The profile merged away (or kept apart).")
+    into_profile: int
+    reason: str = Field(description="What linked them: the identifier the call shared.")
+    message_id: str | None = Field(description="The call that merged them (or would have).")
+    refused: bool = Field(
+        description="The guard kept them apart: a profile never holds two emails."
+    )
+    at: datetime
+
+
+class ProfileDetail(BaseModel):
+    asked: int = Field(description="The id asked for.")
+    merged_into: int | None = Field(
+        description="When the id asked for was merged away: the profile it now is."
+    )
+    profile: Profile
+    absorbed: list[int] = Field(description="Profiles merged into this one.")
+    merges: list[Merge] = Field(
+        description="Merges naming this profile or one it absorbed, newest first."
+    )
+    refused_merges: list[Merge] = Field(
+        description="Merges the guard refused, naming this profile or one it absorbed."
+    )
+    merges_truncated: bool = Field(
+        description=f"More than {MAX_MERGES} merge records: the newest are shown."
+    )
 
 
 class Event(BaseModel):
@@ -132,6 +164,38 @@ def describe(ops: Ops, project: Project, ids: list[int]) -> list[Profile]:
             )
         )
     return out
+
+
+def detail(ops: Ops, name: str, profile_id: int) -> ProfileDetail:
+    """One profile whole: identifiers, traits, accounts, what merged into it and what the
+    guard refused; a merged-away id answers for the profile it was merged into."""
+    project = ops.project(name)
+    survivor = profiles.resolve_merged(ops.conn, project.id, profile_id)
+    found = describe(ops, project, [survivor]) if survivor is not None else []
+    if survivor is None or not found:
+        raise NotFound("unknown_profile", f"no profile {profile_id} in {project.name}")
+    absorbed = profiles.absorbed(ops.conn, project.id, survivor)
+    rows = merges.of_profiles(ops.conn, project.id, [survivor, *absorbed], MAX_MERGES + 1)
+    records = [
+        Merge(
+            from_profile=r["from_profile"],
+            into_profile=r["into_profile"],
+            reason=r["reason"],
+            message_id=r["message_id"],
+            refused=r["refused"],
+            at=r["created_at"],
+        )
+        for r in rows[:MAX_MERGES]
+    ]
+    return ProfileDetail(
+        asked=profile_id,
+        merged_into=survivor if survivor != profile_id else None,
+        profile=found[0],
+        absorbed=absorbed,
+        merges=[m for m in records if not m.refused],
+        refused_merges=[m for m in records if m.refused],
+        merges_truncated=len(rows) > MAX_MERGES,
+    )
 
 
 def events_of(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
+from psycopg.rows import dict_row
 
 from ingest.store._json import rows as json_rows
 
@@ -62,3 +63,22 @@ def expire(conn: psycopg.Connection, before: datetime, limit: int) -> int:
         (before, limit),
     )
     return cur.rowcount
+
+
+def of_profiles(
+    conn: psycopg.Connection, project_id: int, ids: list[int], limit: int
+) -> list[dict[str, Any]]:
+    """Merge records (refused ones too) naming any of these profiles, newest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            SELECT from_profile, into_profile, reason, message_id, refused, created_at
+            FROM profile_merges
+            WHERE project_id = %(project)s
+              AND (from_profile = ANY(%(ids)s) OR into_profile = ANY(%(ids)s))
+            ORDER BY created_at DESC, id DESC
+            LIMIT %(limit)s
+            """,
+            {"project": project_id, "ids": ids, "limit": limit},
+        )
+        return cur.fetchall()

@@ -121,6 +121,15 @@ def resolve_merged(conn: psycopg.Connection, project_id: int, profile_id: int) -
     return int(row[0]) if row else None
 
 
+def absorbed(conn: psycopg.Connection, project_id: int, survivor: int) -> list[int]:
+    """Profiles merged into this one (directly or not: chains are kept one step long)."""
+    cur = conn.execute(
+        "SELECT id FROM profiles WHERE merged_into = %s AND project_id = %s ORDER BY id",
+        (survivor, project_id),
+    )
+    return [int(r[0]) for r in cur.fetchall()]
+
+
 def add_counts(conn: psycopg.Connection, deltas: dict[int, int]) -> None:
     """Move event counts by relative amounts (reprocessing moves events between profiles;
     a relative update needs no lock on a profile the batch did not load)."""

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import psycopg
 
+from ingest.debugger import Seen
 from ingest.identifiers import Rules
 from ingest.message import QueuedRequest, message_id_of
 from ingest.store import counters, dead_letters, rejections
@@ -93,6 +94,11 @@ def _bisect(
             fresh = [d for d in letters if d.replay_of is None]
             dead = BatchResult()
             dead.count(unit.project_id, f"reason:{type(error).__name__}", len(letters))
+            dead.seen += [
+                Seen(unit.project_id, 0, "dead_letter", d.reason, d.payload, None,
+                     unit.received_at, unit.source, d.replay_of)
+                for d in letters
+            ]  # fmt: skip
             if fresh:
                 dead.count(unit.project_id, "dead_lettered", len(fresh))
                 counters.add(conn, dead.per_project)
@@ -111,6 +117,10 @@ def dead_letter_all(
         refused += rejection_rows(unit, result)
         for call, replay_of in zip(unit.calls, unit.replay_of(), strict=True):
             letters.append(dead_letter_for(unit, call, replay_of, "store", reason, error))
+            result.seen.append(
+                Seen(unit.project_id, len(letters), "dead_letter", reason, call, None,
+                     unit.received_at, unit.source, replay_of)
+            )  # fmt: skip
             if replay_of is None:
                 result.count(unit.project_id, "dead_lettered")
             result.count(unit.project_id, f"reason:{reason}")
