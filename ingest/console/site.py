@@ -5,10 +5,10 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from ingest.api.endpoint import AdminRuntime
-from ingest.console import overview
+from ingest.console import audit, jobs, overview, projects
 from ingest.console.app import Console
 
-PAGES = [overview]
+PAGES = [overview, jobs, projects, audit]
 
 
 def routes(runtime: AdminRuntime) -> list[BaseRoute]:
