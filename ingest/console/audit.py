@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +20,14 @@ def _optional(value: str | None) -> str | None:
     return (value.strip() or None) if value is not None else None
 
 
+def utc(at: datetime | None) -> str:
+    """A time as these pages show it: UTC, to the second (whatever the database's zone)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+
+
 def routes(console: Console) -> list[BaseRoute]:
+    console.templates.env.filters["utc"] = utc
+
     def listing(request: Request) -> Any:
         project = _optional(request.query_params.get("project"))
         action = _optional(request.query_params.get("action"))

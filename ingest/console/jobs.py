@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from ingest import jobkinds
 from ingest.console.app import HEADERS, Console
+from ingest.console.audit import utc
 from ingest.operations import jobs, projects
 from ingest.operations.context import Ops
 from ingest.operations.sessions import Session
@@ -38,6 +39,8 @@ def _reprocess_request(form: dict[str, str], dry_run: bool) -> jobs.ReprocessReq
 
 
 def routes(console: Console) -> list[BaseRoute]:
+    console.templates.env.filters["utc"] = utc
+
     def listing(request: Request) -> Any:
         kind = _optional(request.query_params.get("kind"))
         cursor = _optional(request.query_params.get("cursor"))

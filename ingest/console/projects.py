@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
 from ingest.console.app import Console
+from ingest.console.audit import utc
 from ingest.operations import projects, tokens
 from ingest.operations.actor import ROLES
 from ingest.operations.context import Ops
@@ -39,6 +40,8 @@ def _back(name: str, said: str) -> str:
 
 
 def routes(console: Console) -> list[BaseRoute]:
+    console.templates.env.filters["utc"] = utc
+
     def listing(request: Request) -> Any:
         cursor = _optional(request.query_params.get("cursor"))
         token_cursor = _optional(request.query_params.get("tokens_cursor"))
@@ -88,7 +91,7 @@ def routes(console: Console) -> list[BaseRoute]:
                 raise Invalid("invalid_grace", "the grace period is a whole number of seconds")
             done = projects.rotate_key(ops, name, int(grace) if grace else None)
             until = (
-                f"; the old key works until {done.previous_key_expires_at:%Y-%m-%d %H:%M:%S} UTC"
+                f"; the old key works until {utc(done.previous_key_expires_at)} UTC"
                 if done.previous_key_expires_at
                 else "; the old key stopped at once"
             )

@@ -16,6 +16,7 @@ function showJob(root, job) {
   if (bar) {
     bar.max = job.total ? job.total : 1;
     if (job.total !== null) bar.value = job.done;
+    else if (FINAL.includes(job.status)) bar.value = 0; // no total, and no longer moving
   }
   const done = field("done");
   if (done) done.textContent = `${job.done} / ${job.total === null ? "?" : job.total}`;
@@ -26,10 +27,12 @@ function showJob(root, job) {
   }
   const errors = field("errors");
   if (errors) errors.textContent = String(job.errors.length);
+  // times as the server writes them: "YYYY-MM-DD HH:MM:SS" (UTC)
+  const when = (iso) => new Date(iso).toISOString().replace("T", " ").slice(0, 19);
   const heartbeat = field("heartbeat");
-  if (heartbeat && job.heartbeat_at) heartbeat.textContent = job.heartbeat_at;
+  if (heartbeat && job.heartbeat_at) heartbeat.textContent = when(job.heartbeat_at);
   const finished = field("finished");
-  if (finished && job.finished_at) finished.textContent = job.finished_at;
+  if (finished && job.finished_at) finished.textContent = when(job.finished_at);
 }
 
 function follow(root) {
