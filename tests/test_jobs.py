@@ -148,6 +148,24 @@ def test_cancel_of_a_queued_job_is_immediate(db: psycopg.Connection, project: Pr
     assert jobs.cancel(db, 10**12) is None
 
 
+def test_a_cancel_is_audited_under_the_jobs_project_for_an_operator_limited_to_it(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    from ingest.operations import audit as audit_ops
+    from ingest.operations import jobs as job_ops
+    from ingest.operations.actor import Actor
+    from ingest.operations.context import Ops
+
+    job_id = new_job(db, project)
+    settings = Settings(database_url=servers.database_url, redis_url=servers.redis_url)
+    limited = Ops(db, settings, Actor("token:mine", "operator", frozenset({project.id})))
+    assert job_ops.cancel(limited, job_id).status == "cancelled"
+    seen = audit_ops.list_entries(limited, 10, None, project.name, "job.cancel").items
+    assert [(e.actor, e.project, e.selection["job_id"]) for e in seen] == [
+        ("token:mine", project.name, job_id)
+    ]
+
+
 class Exploding:
     kind = "expire"
 

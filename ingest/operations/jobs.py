@@ -14,7 +14,7 @@ from ingest.operations import paging
 from ingest.operations.context import Ops
 from ingest.operations.errors import Conflict, Invalid, NotFound
 from ingest.operations.paging import Page
-from ingest.store import events, jobs
+from ingest.store import events, jobs, projects
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ def cancel(ops: Ops, job_id: int) -> Cancelled:
     status = jobs.cancel(ops.conn, job_id)
     if status is None:
         raise NotFound("unknown_job", f"no job {job_id}")
-    ops.record("job.cancel", None, {"job_id": job_id, "kind": row["kind"]}, 1)
+    # under the job's project, so an actor limited to it sees its own cancels
+    project = projects.get_by_name(ops.conn, row["project"]) if row["project"] else None
+    ops.record("job.cancel", project, {"job_id": job_id, "kind": row["kind"]}, 1)
     return Cancelled(job_id=job_id, status=status)
 
 
