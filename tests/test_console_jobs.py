@@ -171,4 +171,4 @@ def test_a_viewer_cannot_cancel_and_a_token_of_a_cannot_open_a_job_of_b(
     answer = page.goto(operator.stack.url + f"/console/jobs/{their_job}")
     assert answer is not None and answer.status == 404
     operator.shot("limited-other-job-refused")
-    operator.errors.clear()  # the 404 above is logged by Chromium as a failed load
+    operator.forget_refusals()

@@ -83,3 +83,4 @@ def test_a_token_of_project_a_cannot_open_project_b(
         f"no project named '{theirs.name}'", ""
     )
     operator.shot("other-project-refused")
+    operator.forget_refusals()

@@ -202,4 +202,4 @@ def test_an_operator_of_project_a_sees_only_a_and_may_not_make_tokens(
         headers={"Accept": "application/json"},
     )
     assert (forged.status, forged.json()["code"]) == (404, "unknown_project")
-    operator.errors.clear()  # the 404 above is logged by Chromium as a failed load
+    operator.forget_refusals()

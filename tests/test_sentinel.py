@@ -291,7 +291,9 @@ def _failover_under_load(
 
         def settled() -> dict[str, int] | None:
             received = client.hget(reports.received_key(servers.prefix), str(project.id))
-            stats = reports.counts(db, project, int(received or 0)).model_dump(exclude={"queue_depth"})
+            stats = reports.counts(db, project, int(received or 0)).model_dump(
+                exclude={"queue_depth"}
+            )
             if acks:
                 return stats if stats["in_flight"] == 0 and stats["stored"] > 0 else None
             # Without replica acks a failover may lose writes the old primary had not passed
