@@ -154,3 +154,30 @@ def test_overview_and_rejections_answer_what_the_api_answers(
     assert mine["reconciled"] and len(mine["calls_per_minute"]) == 60
     listed = json.loads(run(servers, "rejections", project.name, "--json").stdout)
     assert [r["code"] for r in listed["items"]] == ["invalid_event"] and listed["next"] is None
+
+
+def test_debugger_prints_each_recent_call_with_its_outcome(
+    servers: Servers, project: Project
+) -> None:
+    import redis
+
+    from ingest import debugger
+
+    seen = [
+        debugger.Seen(project.id, 0, "stored", None, {"type": "track", "event": "A",
+                      "messageId": "m-1"}, None, "2026-11-30T00:00:00Z", "segment"),
+        debugger.Seen(project.id, 1, "duplicate", None, {"type": "track", "event": "A",
+                      "messageId": "m-1"}, None, "2026-11-30T00:00:00Z", "segment"),
+    ]  # fmt: skip
+    client = redis.Redis.from_url(servers.redis_url)
+    pipe = client.pipeline()
+    debugger.add(pipe, servers.prefix, seen)
+    pipe.execute()
+    client.close()
+    done = run(servers, "debugger", project.name)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["stored", "duplicate"]
+    assert all("m-1" in line for line in lines)
+    missing = run(servers, "profile", project.name, "999999")
+    assert missing.returncode == 1 and "no profile 999999" in missing.stderr

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ingest.commands.common import console, fail, ops, print_json
-from ingest.operations import deletions, overview, profiles, rejections, stats
+from ingest.operations import debugger, deletions, overview, profiles, rejections, stats
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LimitOpt = Annotated[int, typer.Option(min=1, max=1000)]
@@ -19,6 +19,8 @@ CursorOpt = Annotated[str | None, typer.Option(help="The `next` of the previous 
 def register(app: typer.Typer) -> None:
     for command in (overview_command, stats_command, profiles_command, events_command):
         app.command(command.__name__.removesuffix("_command"))(command)
+    app.command("profile")(profile_command)
+    app.command("debugger")(debugger_command)
     app.command("rejections")(rejections_command)
     app.command("deletions")(deletions_command)
 
@@ -90,6 +92,38 @@ def profiles_command(
         table.add_row("events", str(p.event_count))
         table.add_row("first / last seen", f"{p.first_seen} / {p.last_seen}")
         console.print(table)
+
+
+def profile_command(name: str, profile: int) -> None:
+    """One profile whole (JSON): identifiers, traits, companies, what merged into it and the
+    merges the guard refused (the console draws it as a graph)."""
+    with ops() as context:
+        print_json(profiles.detail(context, name, profile))
+
+
+def debugger_command(
+    name: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as calls arrive.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+) -> None:
+    """The latest calls of a project with their outcome (stored, duplicate, rejected, dead
+    letter), oldest first, as the console's live debugger shows them; --follow tails it."""
+    import time
+
+    after = None
+    with ops() as context:
+        while True:
+            found = debugger.recent(context, name, debugger.Query(after=after, limit=limit))
+            for c in found.calls:
+                why = f" ({c.code})" if c.code else ""
+                typer.echo(f"{c.at:%H:%M:%S} {c.outcome}{why} {c.type or ''} {c.event or ''}"
+                           f" {c.message_id or ''}")  # fmt: skip
+            after = found.last or after
+            if not follow:
+                return
+            time.sleep(1)
 
 
 def events_command(

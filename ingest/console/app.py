@@ -72,7 +72,7 @@ class Console:
         request: Request,
         template: str,
         session: sessions.Session | None,
-        status: int = 200,
+        http_status: int = 200,
         **context: Any,
     ) -> Response:
         response = self.templates.TemplateResponse(
@@ -84,7 +84,7 @@ class Console:
                 "message": request.query_params.get("done"),
                 **context,
             },
-            status_code=status,
+            status_code=http_status,
         )
         response.headers.update(HEADERS)
         return response
@@ -123,9 +123,10 @@ class Console:
         async def handle(request: Request) -> Response:
             try:
                 context, session = await self.run(request, work(request))
+                # rendered inside: a template that fails answers the console's error page
+                return self.render(request, template, session, **context)
             except Exception as error:
                 return self.failed(request, error)
-            return self.render(request, template, session, **context)
 
         return handle
 

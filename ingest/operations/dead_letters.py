@@ -102,7 +102,9 @@ class Selection(BaseModel):
         return self
 
     def described(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_defaults=True)
+        """What the audit log keeps of the selection: never a corrected payload (it holds a
+        person's data; the letter row keeps it, and a deletion erases it there)."""
+        return self.model_dump(mode="json", exclude_defaults=True, exclude={"payload"})
 
 
 class ReplayRequest(Selection):
