@@ -103,11 +103,10 @@ async def run(n: int, batch: bool) -> float:
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
         project = projects.create(conn, f"receiver-cost-{secrets.token_hex(3)}")
     auth = b"Basic " + base64.b64encode(f"{project.public_key}:".encode())
-    settings = Settings(
-        KOALA_QUEUE_NAME="receiver-cost",
-        KOALA_REDIS_KEY_PREFIX=PREFIX,
-        KOALA_QUEUE_MAX_DEPTH=10**9,
-    )
+    # field names: the KOALA_ names are for the environment, and as keyword arguments
+    # they were silently dropped, so this tool wrote into the default queue and keys
+    settings = Settings(queue_name="receiver-cost", redis_key_prefix=PREFIX, queue_max_depth=10**9)
+    assert settings.queue_key == PREFIX + "receiver-cost", settings.queue_key
     app = create_app(settings)
     path, load = bodies(n, batch)
     async with app.app.router.lifespan_context(app.app):

