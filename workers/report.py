@@ -80,7 +80,7 @@ def report(result: pipeline.BatchResult, retries: int = 0, seconds: float | None
     try:
         state = breaker().record(finished, fresh_dead)
         # the counters and the debugger's entries: one pipeline, one round trip
-        pipe = RedisClient.get().pipeline()
+        pipe = RedisClient.get().pipeline(transaction=False)  # no MULTI: nothing to isolate
         queued = queue_counts(
             pipe,
             settings.redis_key_prefix,
