@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ingest import cors, metrics, redis_clients
+from ingest.acceptance import ACCEPT_IDENTIFIED, Acceptance
 from ingest.api import docs, openapi
 from ingest.api.endpoint import AdminRuntime, json_error
 from ingest.api.routes import ADMIN
@@ -52,6 +53,7 @@ from ingest.wire import (
     Rejection,
     WireError,
     basic_auth_key,
+    body_key,
     decode_json,
     evidence_text,
     parse_koala,
@@ -230,6 +232,8 @@ class Receiver:
             replica_timeout_ms=settings.redis_replica_acks_timeout_ms,
         )
         self.keys = ProjectKeys(settings.require_database_url(), settings.key_cache_seconds)
+        # Koala's `identified` rule (ingest/acceptance.py), for projects that chose it
+        self.identified = Acceptance(frozenset(settings.blocked_identifiers))
         self._tasks: list[asyncio.Task[None]] = []
         self.breaker: dict[str, Any] | None = None
 
@@ -319,6 +323,10 @@ class Receiver:
         await self.enqueue(project, source, refused, now_iso())
         raise error
 
+    def acceptance(self, project: Project) -> Acceptance | None:
+        """The project's acceptance rule for the parsers; None: it takes every call."""
+        return self.identified if project.accept == ACCEPT_IDENTIFIED else None
+
     async def enqueue(
         self, project: Project, source: str, parsed: Parsed, received_at: str
     ) -> None:
@@ -365,6 +373,9 @@ class Receiver:
         body = await self.read_body(request, project, "segment")
         received_at = now_iso()
         doc = decode_json(body)
+        if project is None and isinstance(doc, dict) and doc.get("writeKey"):
+            # the key in the body: the project's acceptance rule is needed while parsing
+            project = await self.project_for(body_key(doc))
         parsed = parse_segment(
             doc,
             path_type,
@@ -372,6 +383,7 @@ class Receiver:
             max_call_bytes=self.settings.max_call_bytes,
             max_batch_calls=self.settings.max_batch_calls,
             received_at=received_at,
+            accept=self.acceptance(project) if project is not None else None,
         )
         if project is None:
             project = await self.project_for(parsed.write_key)
@@ -404,6 +416,7 @@ class Receiver:
                 max_call_bytes=self.settings.max_call_bytes,
                 max_batch_calls=self.settings.max_batch_calls,
                 received_at=received_at,
+                accept=self.acceptance(project),
             )
         except WireError as error:
             if error.status == 400 and error.code != "invalid_envelope":
@@ -437,6 +450,7 @@ class Receiver:
             max_batch_calls=self.settings.max_batch_calls,
             received_at=received_at,
             signed=bool(project.webhook_secret),  # the signature was checked above
+            accept=self.acceptance(project),
         )
         if not isinstance(doc, list) and parsed.rejected:
             return await self.refuse_single(project, "webhook", parsed, received_at)

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from ingest.acceptance import Acceptance
 from ingest.times import OutOfRange, corrected_timestamp, parse_time
 
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
@@ -397,10 +398,12 @@ def _accept_item(
     koala: bool = False,
     raw: bytes | None = None,
     deletes: bool = False,
+    accept: Acceptance | None = None,
 ) -> None:
     """Take `item` as a call of `parsed`, or record why not. Koala items are identified by
     the request's shared fields (`parsed.shared`) too. `raw`: the request body when it is
-    the call itself (single calls), searched instead of encoding the call again."""
+    the call itself (single calls), searched instead of encoding the call again.
+    `accept`: the project's `identified` rule (ingest/acceptance.py); None: `accept = all`."""
     if raw is None:
         try:
             raw = orjson.dumps(item)
@@ -432,6 +435,8 @@ def _accept_item(
         or (len(raw) > 2 * MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH)
     ):  # the exact walks run only on a hit of these byte tests
         problem = _content_problem(item, raw)
+    if problem is None and accept is not None:
+        problem = accept.problem(item, parsed.shared if koala else None)
     if problem is not None:
         if isinstance(item, dict):
             item.pop("receivedAt", None)
@@ -479,17 +484,18 @@ def parse_segment(
     max_call_bytes: int,
     max_batch_calls: int,
     received_at: str,
+    accept: Acceptance | None = None,
 ) -> Parsed:
     """A Tracking API body: one call (`path_type` set: /v1/track, /v1/t, ...) or a batch.
-    `raw`: the body `doc` was decoded from."""
+    `raw`: the body `doc` was decoded from. `accept`: see `_accept_item`."""
     if not isinstance(doc, dict):
         raise WireError(400, "invalid_envelope", "the body must be a JSON object")
-    parsed = Parsed(write_key=_key(doc.get("writeKey")))
+    parsed = Parsed(write_key=body_key(doc))
     if path_type is not None:
         # The path names the type; a single call over the limit is refused with 413.
         doc.pop("writeKey", None)
         doc["type"] = path_type
-        _accept_item(parsed, None, doc, max_call_bytes, received_at, raw=raw)
+        _accept_item(parsed, None, doc, max_call_bytes, received_at, raw=raw, accept=accept)
         return parsed
     batch = doc.get("batch")
     if not isinstance(batch, list):
@@ -500,7 +506,7 @@ def parse_segment(
         if isinstance(item, dict):
             item.pop("writeKey", None)
             _merge_defaults(item, doc)
-        _accept_item(parsed, index, item, max_call_bytes, received_at)
+        _accept_item(parsed, index, item, max_call_bytes, received_at, accept=accept)
     return parsed
 
 
@@ -508,7 +514,14 @@ KOALA_LISTS = (("events", "track"), ("identifies", "identify"), ("page_views", "
 KOALA_SHARED = ("profile_id", "email", "traits", "ip")
 
 
-def parse_koala(doc: Any, *, max_call_bytes: int, max_batch_calls: int, received_at: str) -> Parsed:
+def parse_koala(
+    doc: Any,
+    *,
+    max_call_bytes: int,
+    max_batch_calls: int,
+    received_at: str,
+    accept: Acceptance | None = None,
+) -> Parsed:
     """Koala's `/web/projects/{key}/batch`: `events`, `identifies`, `page_views` of one person."""
     if not isinstance(doc, dict):
         raise WireError(400, "invalid_envelope", "the body must be a JSON object")
@@ -535,7 +548,9 @@ def parse_koala(doc: Any, *, max_call_bytes: int, max_batch_calls: int, received
         for item in items:
             if isinstance(item, dict):
                 item.setdefault("type", kind)
-            _accept_item(parsed, index, item, max_call_bytes, received_at, koala=True)
+            _accept_item(
+                parsed, index, item, max_call_bytes, received_at, koala=True, accept=accept
+            )
             index += 1
     return parsed
 
@@ -547,6 +562,7 @@ def parse_webhook(
     max_batch_calls: int,
     received_at: str,
     signed: bool = False,
+    accept: Acceptance | None = None,
 ) -> Parsed:
     """Segment's webhook destination: one raw call, or a JSON array of calls. `signed`:
     the body's signature was checked with the project's secret (delete calls need it)."""
@@ -566,12 +582,18 @@ def parse_webhook(
             # Segment signs a batch by its first item only: a delete anywhere else in it
             # is not covered by the signature
             deletes=signed and (not isinstance(doc, list) or index == 0),
+            accept=accept,
         )
     return parsed
 
 
 def _key(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def body_key(doc: dict[str, Any]) -> str | None:
+    """The write key a Tracking API body carries (`writeKey`), if any."""
+    return _key(doc.get("writeKey"))
 
 
 def webhook_signature_ok(secret: str, body: bytes, signature: str | None) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ingest import times
+from ingest.acceptance import email_field
 from ingest.identifiers import Rules, clean_email, clean_identifier
 from ingest.times import parse_time
 
@@ -138,7 +139,8 @@ def _normalize_segment(project_id: int, source: str, call: dict[str, Any], rules
         traits = dict(context_traits)  # rudder-sdk and some clients send them only here
     ids = Identifiers(
         email=clean_email(
-            _first(traits.get("email"), context_traits.get("email"), properties.get("email")),
+            # `email` in any letter case, as the acceptance rule reads it (ingest/acceptance.py)
+            _first(email_field(traits), email_field(context_traits), email_field(properties)),
             blocked,
             rules.strip_plus_tags,
         ),
@@ -222,7 +224,10 @@ def _normalize_koala(
     ids = Identifiers(
         email=clean_email(
             _first(
-                call.get("email"), shared.get("email"), traits.get("email"), properties.get("email")
+                email_field(call),
+                email_field(shared),
+                email_field(traits),
+                email_field(properties),
             ),
             blocked,
             rules.strip_plus_tags,

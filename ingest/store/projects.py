@@ -24,6 +24,8 @@ class Project:
     webhook_secret: str | None
     # None: calls from any browser origin (ingest/cors.py); else only from these
     allowed_origins: list[str] | None = None
+    # Koala's acceptance rule (ingest/acceptance.py): "all" or "identified"
+    accept: str = "all"
     # the key before the last rotation, still taken until previous_key_expires_at (both
     # None when there is none, or its grace is over)
     previous_public_key: str | None = None
@@ -31,7 +33,7 @@ class Project:
     created_at: datetime | None = None
 
 
-COLUMNS = """id, name, public_key, webhook_secret, allowed_origins,
+COLUMNS = """id, name, public_key, webhook_secret, allowed_origins, accept,
     CASE WHEN previous_key_expires_at > now() THEN previous_public_key END
         AS previous_public_key,
     CASE WHEN previous_key_expires_at > now() THEN previous_key_expires_at END
@@ -55,17 +57,20 @@ def create(
     name: str,
     webhook_secret: str | None = None,
     allowed_origins: list[str] | None = None,
+    accept: str = "all",
 ) -> Project:
-    """`allowed_origins` as `ingest.cors.normalize_origins` returns them (None: any)."""
+    """`allowed_origins` as `ingest.cors.normalize_origins` returns them (None: any);
+    `accept`: "all" or "identified" (ingest/acceptance.py)."""
     try:
         with conn.transaction(), conn.cursor(row_factory=class_row(Project)) as cur:
             cur.execute(
                 f"""
-                INSERT INTO projects (name, public_key, webhook_secret, allowed_origins)
-                VALUES (%s, %s, %s, %s)
+                INSERT INTO projects
+                    (name, public_key, webhook_secret, allowed_origins, accept)
+                VALUES (%s, %s, %s, %s, %s)
                 RETURNING {COLUMNS}
                 """,
-                (name, new_public_key(), webhook_secret, allowed_origins),
+                (name, new_public_key(), webhook_secret, allowed_origins, accept),
             )
             row = cur.fetchone()
     except psycopg.errors.UniqueViolation:
@@ -163,6 +168,17 @@ def set_allowed_origins(
         cur = conn.execute(
             "UPDATE projects SET allowed_origins = %s WHERE name = %s AND revoked_at IS NULL",
             (allowed_origins, name),
+        )
+        return cur.rowcount == 1
+
+
+def set_accept(conn: psycopg.Connection, name: str, accept: str) -> bool:
+    """Set a project's acceptance rule ("all" or "identified"). The receivers apply it
+    within KOALA_KEY_CACHE_SECONDS (their key cache carries it)."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE projects SET accept = %s WHERE name = %s AND revoked_at IS NULL",
+            (accept, name),
         )
         return cur.rowcount == 1
 
