@@ -1,10 +1,10 @@
 """The console's projects and tokens pages in headless Chromium (#15): a project created
 in the page takes calls with its key; a key rotated with a grace of 2 s is taken beside the
 new one, then refused; the webhook secret is set and never shown back; origins are set;
-the project is revoked. A viewer token made in the page is shown once (in the form's
-answer, never in an address), signs in elsewhere and sees no button that acts; revoked,
-that session ends. The audit log shows each of these and who did it. Screenshots under
-tests/artifacts/console/."""
+Koala's acceptance rule is set to identified; the project is revoked. A viewer token made
+in the page is shown once (in the form's answer, never in an address), signs in elsewhere
+and sees no button that acts; revoked, that session ends. The audit log shows each of these
+and who did it. Screenshots under tests/artifacts/console/."""
 
 from __future__ import annotations
 
@@ -96,6 +96,17 @@ def test_a_project_is_created_rotated_configured_and_revoked_in_the_page(
     )
     operator.shot("origins-set")
 
+    assert section.locator("[data-field=accept]").inner_text() == "all calls"
+    accept = section.locator("form.accept")
+    accept.locator("select[name=accept]").select_option("identified")
+    accept.locator("button[type=submit]").click()
+    expect(page.locator("p.done")).to_have_text(f"{name} accepts identified calls")
+    section = page.locator(f"section[data-project='{name}']")
+    expect(section.locator("[data-field=accept]")).to_contain_text("identified only")
+    # a track call without an email or profile_id is now refused (receivers' cache: 1 s)
+    wait_for(lambda: status_of(stack, new_key) == 400, timeout=20, interval=0.5)
+    operator.shot("accept-identified")
+
     clear = section.locator("form.clear-secret")
     page.once("dialog", lambda dialog: dialog.accept())
     clear.locator("button[type=submit]").click()
@@ -113,7 +124,7 @@ def test_a_project_is_created_rotated_configured_and_revoked_in_the_page(
     page = operator.goto("/console/audit")
     operator.shot("audit-projects")
     for action in ("project.create", "project.rotate_key", "project.webhook_secret",
-                   "project.allowed_origins", "project.revoke"):  # fmt: skip
+                   "project.allowed_origins", "project.accept", "project.revoke"):  # fmt: skip
         assert ("admin-token", name) in audit_rows(page, action), action
     assert secret not in page.content()
 

@@ -215,7 +215,11 @@ def test_every_change_is_audited_with_its_actor_and_never_the_secret(
         )
     ]
     selections = [r[2] for r in rows]
-    assert selections[0] == {"webhook_secret": True, "allowed_origins": ["https://www.acme.com"]}
+    assert selections[0] == {
+        "webhook_secret": True,
+        "allowed_origins": ["https://www.acme.com"],
+        "accept": "all",
+    }
     assert selections[1]["grace_seconds"] == 30 and selections[1]["previous_key_expires_at"]
     assert selections[2:4] == [{"set": True}, {"set": False}]
     assert selections[4:6] == [

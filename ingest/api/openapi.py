@@ -141,7 +141,11 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 
 ERRORS = {
-    "400": _json("Error", "Invalid JSON, envelope, or (single call) an invalid call."),
+    "400": _json(
+        "Error",
+        "Invalid JSON, envelope, or (single call) an invalid call, `not_identified` included"
+        " (a project with `accept = identified`).",
+    ),
     "401": _json("Error", "Unknown or missing key; bad webhook signature."),
     "403": _json(
         "Error",

@@ -57,7 +57,9 @@ ADMIN: list[Endpoint] = [
         "POST", "/admin/projects",
         "Create a project; the answer holds its public key (the Segment write key).",
         projects.ProjectInfo,
-        lambda ops, path, q, b: projects.create(ops, b.name, b.webhook_secret, b.allowed_origins),
+        lambda ops, path, q, b: projects.create(
+            ops, b.name, b.webhook_secret, b.allowed_origins, b.accept
+        ),
         body=projects.NewProject, status=201, acts=True, tag="projects",
         errors=(400, 401, 403, 409),
     ),
@@ -91,6 +93,14 @@ ADMIN: list[Endpoint] = [
         projects.ProjectInfo,
         lambda ops, path, q, b: projects.set_allowed_origins(ops, path["name"], b.allowed_origins),
         body=projects.AllowedOrigins, acts=True, tag="projects", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "PUT", P + "/accept",
+        "Koala's acceptance rule: `identified` refuses track and identify calls without an"
+        " email or a Koala profile_id (`not_identified`); `all` takes them.",
+        projects.ProjectInfo,
+        lambda ops, path, q, b: projects.set_accept(ops, path["name"], b.accept),
+        body=projects.AcceptRule, acts=True, tag="projects", errors=(400, 401, 403, 404),
     ),
     Endpoint(
         "GET", P + "/stats",

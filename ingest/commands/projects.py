@@ -1,4 +1,5 @@
-"""`koala-ingest projects`: projects (sources), their keys, webhook secrets and origins.
+"""`koala-ingest projects`: projects (sources), their keys, webhook secrets, origins and
+acceptance rule.
 
 Each command calls `ingest.operations.projects` (as the admin API and the console do) and
 only prints.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
@@ -21,6 +23,13 @@ from ingest.operations.errors import Invalid
 from ingest.operations.projects import ProjectInfo
 
 app = typer.Typer(help="Projects (sources) and their public keys.", no_args_is_help=True)
+
+
+class Accept(StrEnum):
+    """Koala's acceptance rule (ingest/acceptance.py)."""
+
+    all = "all"
+    identified = "identified"
 
 
 @app.command("create")
@@ -36,11 +45,20 @@ def create(
             " subdomains). None given: any origin."
         ),
     ] = None,
+    accept: Annotated[
+        Accept,
+        typer.Option(
+            help="identified: refuse track and identify calls without an email or a Koala"
+            " profile_id (Koala's default); all: take them."
+        ),
+    ] = Accept.all,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Create a project and print its public key (the Segment write key)."""
     with ops() as context, _bad_origin_exits_1():
-        project = projects.create(context, name, webhook_secret, allowed_origin or None)
+        project = projects.create(
+            context, name, webhook_secret, allowed_origin or None, accept.value
+        )
     if as_json:
         print_json(project)
     else:
@@ -66,7 +84,7 @@ def list_(
         typer.echo(orjson.dumps([_listed(p) for p in rows]).decode())
         return
     table = Table("id", "name", "public key", "previous key until", "webhook secret",
-                  "allowed origins")  # fmt: skip
+                  "allowed origins", "accept")  # fmt: skip
     for p in rows:
         table.add_row(
             str(p.id),
@@ -77,6 +95,7 @@ def list_(
             else "",
             "yes" if p.has_webhook_secret else "no",
             " ".join(p.allowed_origins) if p.allowed_origins is not None else "any",
+            p.accept,
         )
     console.print(table)
 
@@ -161,6 +180,25 @@ def origins(
         done = projects.set_allowed_origins(context, name, None if any_origin else origin)
     wanted = done.allowed_origins
     typer.echo(f"{name}: calls from " + (" ".join(wanted) if wanted else "any origin"))
+
+
+@app.command("accept")
+def accept_(
+    name: str,
+    mode: Annotated[
+        Accept,
+        typer.Argument(
+            help="identified: refuse track and identify calls carrying neither an email nor"
+            " a Koala profile_id; all: take every call."
+        ),
+    ],
+) -> None:
+    """Set Koala's acceptance rule. With `identified`, refused calls are kept as rejections
+    (code not_identified) and counted; page, screen, group and alias are always taken.
+    Receivers apply it within KOALA_KEY_CACHE_SECONDS."""
+    with ops() as context:
+        done = projects.set_accept(context, name, mode.value)
+    typer.echo(f"{done.name}: accept {done.accept}")
 
 
 @app.command("revoke")

@@ -1,5 +1,6 @@
 """Projects and tokens: keys (and a rotated key's grace), webhook secret set or not,
-allowed origins; create, rotate, set or clear the secret, set the origins, revoke. Tokens
+allowed origins, acceptance rule; create, rotate, set or clear the secret, set the
+origins, set the acceptance rule, revoke. Tokens
 (for an actor of every project): list, create (the secret shown once, in the answer to
 the form, never in an address), revoke.
 
@@ -75,9 +76,10 @@ def routes(console: Console) -> list[BaseRoute]:
         name = form.get("name", "").strip()
         secret = form.get("webhook_secret") or None
         origins = _origins(form.get("allowed_origins", "")) or None
+        accept = form.get("accept") or "all"
 
         def work(ops: Ops) -> str:
-            made = projects.create(ops, name, secret, origins)
+            made = projects.create(ops, name, secret, origins, accept)
             return _back(made.name, f"Project {made.name} created")
 
         return work
@@ -127,6 +129,16 @@ def routes(console: Console) -> list[BaseRoute]:
 
         return work
 
+    def accept(request: Request, form: dict[str, str]) -> Any:
+        name = request.path_params["name"]
+        wanted = form.get("accept", "")
+
+        def work(ops: Ops) -> str:
+            done = projects.set_accept(ops, name, wanted)
+            return _back(name, f"{name} accepts {done.accept} calls")
+
+        return work
+
     def revoke(request: Request, form: dict[str, str]) -> Any:
         name = request.path_params["name"]
 
@@ -168,6 +180,7 @@ def routes(console: Console) -> list[BaseRoute]:
         Route(p + "/rotate-key", console.action(rotate), methods=["POST"]),
         Route(p + "/webhook-secret", console.action(webhook_secret), methods=["POST"]),
         Route(p + "/allowed-origins", console.action(allowed_origins), methods=["POST"]),
+        Route(p + "/accept", console.action(accept), methods=["POST"]),
         Route(p + "/revoke", console.action(revoke), methods=["POST"]),
         Route("/console/tokens", console.action(create_token), methods=["POST"]),
         Route("/console/tokens/{name}/revoke", console.action(revoke_token), methods=["POST"]),

@@ -1,5 +1,5 @@
 """Projects: list, create, rotate the key with a grace period, revoke, set or clear the
-webhook secret, set the allowed origins.
+webhook secret, set the allowed origins, set the acceptance rule (`accept`).
 
 A public key is not a secret (it ships in every page that sends with it), so answers carry
 it; a webhook secret is one, so no answer and no audit record ever carries it, only
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.acceptance import ACCEPT_ALL, ACCEPT_MODES
 from ingest.config import MAX_KEY_ROTATION_GRACE_SECONDS
 from ingest.cors import InvalidOrigin, normalize_origins
 from ingest.operations import paging
@@ -27,6 +29,12 @@ from ingest.store.projects import NAME_PATTERN, Project
 
 MAX_SECRET_CHARS = 1000
 NAME_RULE = "a project name is 1-100 letters, digits, '.', '_' or '-' (not first)"
+AcceptMode = Literal["all", "identified"]
+ACCEPT_DESCRIPTION = (
+    "Koala's acceptance rule: `all` takes every call; `identified` refuses track and"
+    " identify calls carrying neither an email (properties or traits) nor a Koala"
+    " `profile_id` (code `not_identified`). Page, screen, group and alias are always taken."
+)
 
 
 class ProjectInfo(BaseModel):
@@ -45,6 +53,7 @@ class ProjectInfo(BaseModel):
     allowed_origins: list[str] | None = Field(
         description="Browser origins calls may come from; null: any."
     )
+    accept: AcceptMode = Field(description=ACCEPT_DESCRIPTION)
     created_at: datetime | None
 
     @classmethod
@@ -57,6 +66,7 @@ class ProjectInfo(BaseModel):
             previous_key_expires_at=project.previous_key_expires_at,
             has_webhook_secret=bool(project.webhook_secret),
             allowed_origins=project.allowed_origins,
+            accept=_mode(project.accept),
             created_at=project.created_at,
         )
 
@@ -93,6 +103,7 @@ class NewProject(BaseModel):
     allowed_origins: list[str] | None = Field(
         default=None, description="Browser origins calls may come from; null: any."
     )
+    accept: AcceptMode = Field(default="all", description=ACCEPT_DESCRIPTION)
 
 
 class KeyRotation(BaseModel):
@@ -124,6 +135,12 @@ class AllowedOrigins(BaseModel):
     )
 
 
+class AcceptRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accept: AcceptMode = Field(description=ACCEPT_DESCRIPTION)
+
+
 class Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -153,22 +170,29 @@ def create(
     name: str,
     webhook_secret: str | None = None,
     allowed_origins: list[str] | None = None,
+    accept: str = ACCEPT_ALL,
 ) -> ProjectInfo:
-    """A new project and its key; only an operator of every project may create one."""
+    """A new project and its key; only an operator of every project may create one.
+    `accept`: "all" (the default) or "identified" (ingest/acceptance.py)."""
     ops.actor.check_acts(None)
     if not re.match(NAME_PATTERN, name):
         raise Invalid("invalid_name", NAME_RULE)
     _check_secret(webhook_secret)
+    _check_accept(accept)
     origins = _origins(allowed_origins)
     with ops.conn.transaction():
         try:
-            project = projects.create(ops.conn, name, webhook_secret, origins)
+            project = projects.create(ops.conn, name, webhook_secret, origins, accept)
         except projects.ProjectExists:
             raise Conflict("project_exists", f"a project named {name!r} already exists") from None
         ops.record(
             "project.create",
             project,
-            {"webhook_secret": webhook_secret is not None, "allowed_origins": origins},
+            {
+                "webhook_secret": webhook_secret is not None,
+                "allowed_origins": origins,
+                "accept": accept,
+            },
             1,
         )
     return ProjectInfo.of(project)
@@ -244,6 +268,30 @@ def set_allowed_origins(ops: Ops, name: str, origins: list[str] | None) -> Proje
         project = ops.project(name)
         ops.record("project.allowed_origins", project, {"allowed_origins": wanted}, 1)
     return ProjectInfo.of(project)
+
+
+def set_accept(ops: Ops, name: str, accept: str) -> ProjectInfo:
+    """Koala's acceptance rule: "identified" refuses track and identify calls without an
+    email or a profile_id (`not_identified`), "all" takes them. Receivers apply it within
+    KOALA_KEY_CACHE_SECONDS, to calls received from then on."""
+    ops.acting_on(name)
+    _check_accept(accept)
+    with ops.conn.transaction():
+        before = ops.project(name).accept
+        if not projects.set_accept(ops.conn, name, accept):
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        project = ops.project(name)
+        ops.record("project.accept", project, {"accept": accept, "before": before}, 1)
+    return ProjectInfo.of(project)
+
+
+def _check_accept(accept: str) -> None:
+    if accept not in ACCEPT_MODES:
+        raise Invalid("invalid_accept", "accept is `all` or `identified`")
+
+
+def _mode(accept: str) -> AcceptMode:
+    return "identified" if accept == "identified" else "all"
 
 
 def _origins(given: list[str] | None) -> list[str] | None:
