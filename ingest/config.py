@@ -262,6 +262,12 @@ class Settings(BaseSettings):
         description="Delete events, refusals, resolved dead letters, merge records and job"
         " runs older than this (0: keep everything). Pending dead letters are kept.",
     )
+    suppress_days: int = Field(
+        default=30,
+        ge=0,
+        description="After a deletion, later calls naming the deleted user's identifiers are"
+        " refused as `suppressed` for this many days (0: no suppression).",
+    )
     email_strip_plus_tags: bool = Field(
         default=False,
         description="Normalization rule: `ann+news@acme.com` is the visitor `ann@acme.com`."

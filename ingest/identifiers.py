@@ -26,10 +26,17 @@ class Rules:
     blocked: frozenset[str]
     # `ann+news@acme.com` is the visitor `ann@acme.com` (sub-addressing, RFC 5233)
     strip_plus_tags: bool = False
+    # calls naming a user deleted less than this many days ago are refused as `suppressed`
+    # (workers/pipeline.py; 0: off). Not a normalization rule: reprocessing ignores it.
+    suppress_days: int = 0
 
     @classmethod
     def of(cls, settings: Settings) -> Rules:
-        return cls(frozenset(settings.blocked_identifiers), settings.email_strip_plus_tags)
+        return cls(
+            frozenset(settings.blocked_identifiers),
+            settings.email_strip_plus_tags,
+            settings.suppress_days,
+        )
 
     def as_params(self) -> dict[str, Any]:
         """The rules as a job records them: a job runs with the rules it was started with,

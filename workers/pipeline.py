@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+import orjson
 import psycopg
 
 from ingest.debugger import Outcome, Seen
 from ingest.identifiers import Rules
 from ingest.message import QueuedRequest, message_id_of
 from ingest.metrics import Stage
-from ingest.store import counters, dead_letters, rejections
+from ingest.store import counters, dead_letters, deletions, rejections
 from ingest.store.dead_letters import DeadLetter
 from ingest.store.rejections import RejectionRow
 from ingest.wire import DELETE_TYPE
@@ -146,6 +147,73 @@ def _saw(
     )  # fmt: skip
 
 
+SUPPRESSED = "suppressed"
+
+
+def _suppressible(event: Event) -> list[str]:
+    """The `kind:value` identifiers a call names, as a deletion records them; none for a
+    delete call (a second one is carried out) or a replayed dead letter (an operator's
+    explicit choice, and already counted as a dead letter)."""
+    if event.type == DELETE_TYPE or event.replay_of is not None:
+        return []
+    named = [f"{kind}:{value}" for kind, value in event.ids.pairs()]
+    if event.previous_id:  # an alias naming the deleted user as its previous id
+        named += [f"user_id:{event.previous_id}", f"anonymous_id:{event.previous_id}"]
+    return named
+
+
+def suppress(
+    conn: psycopg.Connection,
+    events: list[Event],
+    days: int,
+    result: BatchResult,
+    arrived: dict[int, tuple[int, QueuedRequest]],
+) -> tuple[list[Event], list[RejectionRow]]:
+    """Delete and suppress: calls naming a user deleted in the last `days` days (and not
+    lifted) are refused as `suppressed`, one query for the batch. The rejection keeps no
+    personal data (the person asked to be erased): the call's type, messageId and the
+    deletion's id. Before dedupe, so a suppressed call's messageId is not claimed."""
+    named: dict[int, set[str]] = {}
+    for event in events:
+        found = _suppressible(event)
+        if found:
+            named.setdefault(event.project_id, set()).update(found)
+    hits = deletions.suppressing(conn, named, days)
+    if not hits:
+        return events, []
+    kept: list[Event] = []
+    rows: list[RejectionRow] = []
+    for event in events:
+        deletion = next(
+            (hits[k] for i in _suppressible(event) if (k := (event.project_id, i)) in hits), None
+        )
+        if deletion is None:
+            kept.append(event)
+            continue
+        seq, request = arrived[id(event)]
+        payload = orjson.dumps(
+            {"type": event.type, "messageId": event.message_id, "deletion": deletion}
+        ).decode()
+        rows.append(
+            RejectionRow(
+                event.project_id,
+                request.received_at,
+                request.source,
+                None,
+                SUPPRESSED,
+                f"the call names a user deleted (deletion {deletion}): suppressed for"
+                f" {days} days after a deletion (KOALA_SUPPRESS_DAYS)",
+                payload,
+            )
+        )
+        result.count(event.project_id, "rejected")
+        result.seen.append(
+            Seen(event.project_id, seq, "rejected", SUPPRESSED, None, payload,
+                 request.received_at, request.source)
+        )  # fmt: skip
+    return kept, rows
+
+
 def process(
     conn: psycopg.Connection, requests: Sequence[QueuedRequest], rules: Rules
 ) -> BatchResult:
@@ -184,6 +252,11 @@ def process(
                 event.replay_of = replay_of
                 events.append(event)
                 arrived[id(event)] = (seq, request)
+
+    if rules.suppress_days > 0 and events:
+        with result.timed(Stage.DELETE):
+            events, suppressed = suppress(conn, events, rules.suppress_days, result, arrived)
+        refused += suppressed
 
     with result.timed(Stage.DEDUPE):
         deduped = dedupe(conn, events)

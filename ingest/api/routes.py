@@ -149,6 +149,20 @@ ADMIN: list[Endpoint] = [
         tag="deletions",
     ),
     Endpoint(
+        "GET", P + "/suppressions",
+        "Deletions suppressing calls now (KOALA_SUPPRESS_DAYS after each): calls naming"
+        " their identifiers are refused as `suppressed`. Newest first.",
+        Page[deletions.Suppression], _named(deletions.list_suppressions),
+        query=deletions.Query, tag="deletions",
+    ),
+    Endpoint(
+        "POST", P + "/suppressions/{id:int}/lift",
+        "Lift a deletion's suppression: calls naming its identifiers are taken again.",
+        deletions.Lifted,
+        lambda ops, path, q, b: deletions.lift(ops, path["name"], path["id"]),
+        acts=True, tag="deletions", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
         "GET", P + "/dead-letters",
         "Dead letters matching a filter, oldest first, with counts by reason and stage.",
         dead_letters.DeadLetterPage, _named(dead_letters.find), query=dead_letters.Query,

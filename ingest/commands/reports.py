@@ -1,4 +1,5 @@
-"""`stats`, `profiles`, `events`, `rejections`, `deletions`: what operators read."""
+"""`stats`, `profiles`, `events`, `rejections`, `deletions`, `suppressions`: what operators
+read (and `suppressions NAME --lift ID`, the one action among them)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def register(app: typer.Typer) -> None:
     app.command("debugger")(debugger_command)
     app.command("rejections")(rejections_command)
     app.command("deletions")(deletions_command)
+    app.command("suppressions")(suppressions_command)
 
 
 def overview_command(as_json: JsonOpt = False) -> None:
@@ -187,6 +189,43 @@ def deletions_command(
     for d in page.items:
         table.add_row(str(d.deleted_at), ", ".join(d.identifiers), str(d.profiles),
                       str(d.events), f"{d.dead_letters} + {d.rejections}")  # fmt: skip
+    console.print(table)
+    _more(page.next)
+
+
+def suppressions_command(
+    name: str,
+    lift: Annotated[
+        int | None,
+        typer.Option(
+            help="Lift this deletion's suppression (its id): calls naming it are taken again."
+        ),
+    ] = None,
+    limit: LimitOpt = 20,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deletions suppressing calls now (KOALA_SUPPRESS_DAYS after each): later calls naming
+    their identifiers are refused as `suppressed`. --lift ID ends one early (audited)."""
+    if lift is not None:
+        with ops() as context:
+            lifted = deletions.lift(context, name, lift)
+        if as_json:
+            print_json(lifted)
+        else:
+            typer.echo(f"{name}: suppression of deletion {lifted.id} lifted")
+        return
+    with ops() as context:
+        page = deletions.list_suppressions(
+            context, name, deletions.Query(limit=limit, cursor=cursor)
+        )
+    if as_json:
+        print_json(page)
+        return
+    table = Table("id", "deleted at", "until", "identifiers", title=f"suppressions in {name}")
+    for d in page.items:
+        table.add_row(str(d.id), f"{d.deleted_at:%Y-%m-%d %H:%M:%S}",
+                      f"{d.until:%Y-%m-%d %H:%M:%S}", ", ".join(d.identifiers))  # fmt: skip
     console.print(table)
     _more(page.next)
 

@@ -140,7 +140,7 @@ def list_recent(
         cur.execute(
             """
             SELECT id, message_id, identifiers, received_at, deleted_at, profiles, events,
-                   identities, dead_letters, rejections
+                   identities, dead_letters, rejections, lifted_at, lifted_by
             FROM deletions
             WHERE project_id = %(project)s AND (%(before)s::bigint IS NULL OR id < %(before)s)
             ORDER BY id DESC LIMIT %(limit)s
@@ -148,3 +148,75 @@ def list_recent(
             {"project": project_id, "before": before_id, "limit": limit},
         )
         return cur.fetchall()
+
+
+# --- suppression: later calls naming a deleted user ------------------------------------------
+
+SUPPRESSING = """
+SELECT d.project_id, i.ident, max(d.id)
+FROM deletions d CROSS JOIN LATERAL unnest(d.identifiers) AS i (ident)
+WHERE d.project_id = ANY(%(projects)s::bigint[])
+  AND d.lifted_at IS NULL
+  AND d.deleted_at > now() - make_interval(days => %(days)s)
+  AND i.ident = ANY(%(idents)s::text[])
+GROUP BY d.project_id, i.ident
+"""
+
+
+def suppressing(
+    conn: psycopg.Connection, named: dict[int, set[str]], days: int
+) -> dict[tuple[int, str], int]:
+    """Which of the `kind:value` identifiers named per project belong to a deletion of the
+    last `days` days not lifted: (project, identifier) -> that deletion's id. One query
+    for a whole batch (deletions are few: regulation requests)."""
+    if days <= 0 or not named:
+        return {}
+    idents = sorted({i for found in named.values() for i in found})
+    if not idents:
+        return {}
+    rows = conn.execute(
+        SUPPRESSING, {"projects": sorted(named), "idents": idents, "days": days}
+    ).fetchall()
+    return {(int(p), str(i)): int(d) for p, i, d in rows if str(i) in named.get(int(p), ())}
+
+
+def suppressions(
+    conn: psycopg.Connection,
+    project_id: int,
+    days: int,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """The deletions of a project suppressing calls now (the last `days` days, not
+    lifted), newest first, keyset-paginated on id."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            SELECT id, message_id, identifiers, deleted_at,
+                   deleted_at + make_interval(days => %(days)s) AS until
+            FROM deletions
+            WHERE project_id = %(project)s AND lifted_at IS NULL
+              AND deleted_at > now() - make_interval(days => %(days)s)
+              AND (%(before)s::bigint IS NULL OR id < %(before)s)
+            ORDER BY id DESC LIMIT %(limit)s
+            """,
+            {"project": project_id, "days": days, "before": before_id, "limit": limit},
+        )
+        return cur.fetchall()
+
+
+def lift(
+    conn: psycopg.Connection, project_id: int, deletion_id: int, actor: str
+) -> dict[str, Any] | None:
+    """Stop a deletion's suppression from now on (its record stays); None when the
+    project has no such deletion or it was lifted already."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            UPDATE deletions SET lifted_at = now(), lifted_by = %(actor)s
+            WHERE project_id = %(project)s AND id = %(id)s AND lifted_at IS NULL
+            RETURNING id, identifiers, deleted_at, lifted_at, lifted_by
+            """,
+            {"project": project_id, "id": deletion_id, "actor": actor},
+        )
+        return cur.fetchone()
