@@ -5,15 +5,28 @@ operator lifts one (audited), through the operation, the CLI and the admin API."
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
+import secrets
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import orjson
 import psycopg
 import pytest
-from conftest import Servers, koala, queued
+from conftest import (
+    Servers,
+    koala,
+    queued,
+    reconciled,
+    start_receiver,
+    start_worker,
+    wait_for,
+)
 
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
 from ingest.identifiers import Rules
@@ -21,6 +34,7 @@ from ingest.operations import deletions as ops_deletions
 from ingest.operations.actor import Actor
 from ingest.operations.context import Ops
 from ingest.operations.errors import NotFound
+from ingest.operations.stats import stats
 from ingest.store import projects
 from ingest.store.projects import Project
 from workers.pipeline import BatchResult, process
@@ -28,6 +42,7 @@ from workers.pipeline import BatchResult, process
 SUPPRESSING = Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS), suppress_days=30)
 OFF = Rules(frozenset(DEFAULT_BLOCKED_IDENTIFIERS), suppress_days=0)
 RECEIVED = "2026-11-23T12:00:00.000Z"
+TOKEN = "kt_sup_" + secrets.token_hex(8)
 _n = itertools.count()
 
 
@@ -135,3 +150,62 @@ def test_the_cli_lists_and_lifts_a_suppression(
     assert listed["identifiers"] == ["user_id:eve"]
     assert cli("--lift", str(listed["id"]))["lifted_by"]
     assert cli()["items"] == []
+
+
+def test_a_real_receiver_and_worker_suppress_reconcile_and_the_api_lifts(
+    db: psycopg.Connection, servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    rx = start_receiver(servers, tmp_path_factory.mktemp("rx"), ADMIN_TOKEN=TOKEN)
+    worker = start_worker(servers, tmp_path_factory.mktemp("worker"))
+    try:
+        project = projects.create(db, f"sup-{secrets.token_hex(4)}", webhook_secret="whsec")
+        hook = f"{rx.url}/webhooks/segment/{project.public_key}"
+        track = f"{rx.url}/v1/track"
+        auth = (project.public_key, "")
+
+        def send(message_id: str, user: str) -> None:
+            body = {"userId": user, "event": "Viewed", "messageId": message_id}
+            assert httpx.post(track, json=body, auth=auth, timeout=10).status_code == 200
+
+        reader = Ops(db, Settings(), Actor("test", "operator"))
+
+        def settled(received: int) -> Any:
+            def done() -> Any:
+                s = stats(reader, project.name)
+                ok = s.received == received and s.in_flight == 0 and reconciled(s.model_dump())
+                return s if ok else None
+
+            return wait_for(done, timeout=60, interval=0.3)
+
+        send("t-1", "fay")
+        settled(1)
+        delete = orjson.dumps({"type": "delete", "userId": "fay", "messageId": "d-1"})
+        signature = hmac.new(b"whsec", delete, hashlib.sha1).hexdigest()
+        answer = httpx.post(hook, content=delete, headers={"X-Signature": signature}, timeout=10)
+        assert answer.status_code == 200
+        settled(2)
+        send("t-2", "fay")
+        send("t-3", "gus")
+        found = settled(4)
+        assert (found.stored, found.rejected) == (3, 1)  # t-1, the delete, gus; fay refused
+        api = {"Authorization": f"Bearer {TOKEN}"}
+        base = f"{rx.url}/admin/projects/{project.name}"
+        listed = httpx.get(base + "/rejections", headers=api, timeout=10).json()["items"]
+        assert [r["code"] for r in listed] == ["suppressed"]
+        [held] = httpx.get(base + "/suppressions", headers=api, timeout=10).json()["items"]
+        assert held["identifiers"] == ["user_id:fay"]
+        lifted = httpx.post(f"{base}/suppressions/{held['id']}/lift", headers=api, timeout=10)
+        assert lifted.status_code == 200 and lifted.json()["lifted_at"]
+        again = httpx.post(f"{base}/suppressions/{held['id']}/lift", headers=api, timeout=10)
+        assert again.status_code == 404
+        send("t-4", "fay")  # taken again
+        found = settled(5)
+        assert (found.stored, found.rejected) == (4, 1)
+        events = db.execute(
+            "SELECT message_id FROM events WHERE project_id = %s ORDER BY message_id",
+            (project.id,),
+        ).fetchall()
+        assert [e[0] for e in events] == ["t-3", "t-4"]  # t-1 erased, t-2 suppressed
+    finally:
+        worker.stop()
+        rx.proc.stop()
