@@ -11,8 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import queued
+from conftest import Servers, queued
 from pydantic import ValidationError
+from test_reprocess import run_reprocess
 
 from ingest.companies import company_domain, company_of_host
 from ingest.config import DEFAULT_BLOCKED_IDENTIFIERS, Settings
@@ -182,11 +183,18 @@ def companies(db: psycopg.Connection, project: Project) -> dict[str, list[str]]:
 
 
 def snapshot(db: psycopg.Connection, project: Project) -> list[Any]:
+    """The company tables, less their times (a group call refreshes `updated_at`)."""
+    tables = {
+        "accounts": "id, group_id, domain, name, traits, merged_into",
+        "account_domains": "domain, account_id",
+        "account_merges": "id, from_account, into_account, domain, reason, message_id",
+        "profile_accounts": "profile_id, account_id",
+    }
     return [
         db.execute(
-            f"SELECT * FROM {table} WHERE project_id = %s ORDER BY 1, 2", (project.id,)
+            f"SELECT {columns} FROM {table} WHERE project_id = %s ORDER BY 1, 2", (project.id,)
         ).fetchall()
-        for table in ("accounts", "account_domains", "account_merges", "profile_accounts")
+        for table, columns in tables.items()
     ]
 
 
@@ -328,3 +336,25 @@ def test_a_second_delivery_of_the_same_batch_changes_nothing(
     assert again.total("duplicates") == 4
     assert snapshot(db, project) == before
     assert companies(db, project) == {"acme.de": ["ann@eu.acme.de", "bob@acme.de"]}
+
+
+def test_reprocessing_derives_companies_for_stored_history(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    # history stored while acme.com counted as free mail (as if before this feature)
+    before = Rules(RULES.blocked, company_extra_free_domains=frozenset({"acme.com"}))
+    at = "2026-11-11T10:00:00.000Z"
+    history = [
+        call("identify", userId="u1", traits={"email": "ann@eu.acme.com"}, timestamp=at),
+        call("identify", userId="u2", traits={"email": "bob@acme.com"}, timestamp=at),
+        call("group", userId="u3", groupId="g-7", traits={"website": "acme.com"}, timestamp=at),
+    ]
+    with db.transaction():
+        process(db, [queued(project.id, *history, received_at=RECEIVED)], before)
+    assert companies(db, project) == {"g-7": []}  # the group account only, no domain
+
+    run_reprocess(servers, db, project, RULES)
+    assert companies(db, project) == {"acme.com": ["ann@eu.acme.com", "bob@acme.com"]}
+    state = snapshot(db, project)
+    run_reprocess(servers, db, project, RULES)  # a second pass changes nothing
+    assert snapshot(db, project) == state
