@@ -16,6 +16,10 @@ A profile therefore never holds two emails. An `alias` call's `previousId` is lo
 as a userId and as an anonymousId and is the weakest identifier, so the previous
 profile merges into the userId's, under the same guard.
 
+An event whose email is on a work domain (its `company`, ingest/companies.py) puts its
+profile in that domain's company (`Plan.company_links`); which account that company is,
+workers/companies.py decides when the plan is written.
+
 `resolve()` works on a `Graph` the caller loaded (and locked) for the batch's
 identifiers, and returns a `Plan` the store applies with set-based SQL. New profiles get
 negative temporary ids until the store allocates real ones.
