@@ -100,16 +100,31 @@ def company_of_host(value: str | None, rules: Rules) -> str | None:
     email's domain), under the same lists and exceptions as emails."""
     if not value:
         return None
+    found = _host(value)
+    if found is None:
+        return None
+    registrable, candidates, listed = found
+    if rules.company_work_domains and not rules.company_work_domains.isdisjoint(candidates):
+        return registrable
+    if listed:
+        return None
+    extra = rules.company_extra_free_domains
+    if extra and not extra.isdisjoint(candidates):
+        return None
+    return registrable
+
+
+@lru_cache(maxsize=65_536)
+def _host(value: str) -> tuple[str, tuple[str, ...], bool] | None:
+    """A host's registrable domain, it and its parents down to that domain, and whether
+    the packaged lists name any of them: what does not depend on the settings, cached
+    (a batch's visitors share few domains)."""
     host = ascii_domain(value)
     if host is None:
         return None
     registrable = registrable_domain(host)
     if registrable is None:
         return None
-    candidates = _parents(host, registrable)
-    if any(d in rules.company_work_domains for d in candidates):
-        return registrable
+    candidates = tuple(_parents(host, registrable))
     listed = _listed()
-    if any(d in listed or d in rules.company_extra_free_domains for d in candidates):
-        return None
-    return registrable
+    return registrable, candidates, any(d in listed for d in candidates)
