@@ -7,6 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import psycopg
@@ -358,3 +359,26 @@ def test_reprocessing_derives_companies_for_stored_history(
     state = snapshot(db, project)
     run_reprocess(servers, db, project, RULES)  # a second pass changes nothing
     assert snapshot(db, project) == state
+
+
+def test_two_batches_naming_one_new_domain_at_once_make_one_company(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    first = request(project, identify("u1", "ann@newco.io"))
+    second = request(project, identify("u2", "bob@eu.newco.io"))
+    with psycopg.connect(servers.database_url) as a, psycopg.connect(servers.database_url) as b:
+        process(a, [first], RULES)  # in its open transaction: holds the domain's lock
+        done = threading.Event()
+
+        def other() -> None:
+            process(b, [second], RULES)
+            b.commit()
+            done.set()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert not done.wait(0.5)  # waits for the first batch's company
+        a.commit()
+        thread.join(timeout=30)
+        assert done.is_set()
+    assert companies(db, project) == {"newco.io": ["ann@newco.io", "bob@eu.newco.io"]}
