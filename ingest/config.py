@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ingest import redis_clients
 from ingest.breaker import BreakerPolicy
+from ingest.companies import ascii_domain
 
 MAX_KEY_ROTATION_GRACE_SECONDS = 30 * 86400
 
@@ -273,6 +274,17 @@ class Settings(BaseSettings):
         description="Normalization rule: `ann+news@acme.com` is the visitor `ann@acme.com`."
         " Applies to new calls; `koala-ingest reprocess` applies it to history.",
     )
+    company_extra_free_domains: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Companies from work emails: comma-separated email domains that stand for"
+        " no company, besides the free-mail and disposable lists the packages ship"
+        " (`example.org`; its subdomains too).",
+    )
+    company_work_domains: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Companies from work emails: comma-separated email domains that always"
+        " stand for a company, even when a free-mail or disposable list names them.",
+    )
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="text", pattern=r"^(text|json)$")
     data_dir: str = Field(
@@ -300,6 +312,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip().lower() for part in value.split(","))
         return value
+
+    @field_validator("company_extra_free_domains", "company_work_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if not isinstance(value, list | tuple):
+            return value
+        domains = []
+        for part in value:
+            domain = ascii_domain(str(part))
+            if domain is None or "." not in domain:
+                raise ValueError(f"not a domain name: {part!r}")
+            domains.append(domain)
+        return tuple(domains)
 
     @model_validator(mode="after")
     def _heartbeat_well_within_timeouts(self) -> Settings:

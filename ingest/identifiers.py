@@ -29,23 +29,40 @@ class Rules:
     # calls naming a user deleted less than this many days ago are refused as `suppressed`
     # (workers/pipeline.py; 0: off). Not a normalization rule: reprocessing ignores it.
     suppress_days: int = 0
+    # companies from work emails (ingest/companies.py): more free-mail domains, and
+    # domains that are always a company's
+    company_extra_free_domains: frozenset[str] = frozenset()
+    company_work_domains: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, settings: Settings) -> Rules:
         return cls(
             frozenset(settings.blocked_identifiers),
             settings.email_strip_plus_tags,
-            settings.suppress_days,
+            suppress_days=settings.suppress_days,
+            company_extra_free_domains=frozenset(settings.company_extra_free_domains),
+            company_work_domains=frozenset(settings.company_work_domains),
         )
 
     def as_params(self) -> dict[str, Any]:
         """The rules as a job records them: a job runs with the rules it was started with,
         whichever process (CLI, worker) runs or resumes it."""
-        return {"blocked": sorted(self.blocked), "strip_plus_tags": self.strip_plus_tags}
+        return {
+            "blocked": sorted(self.blocked),
+            "strip_plus_tags": self.strip_plus_tags,
+            "company_extra_free_domains": sorted(self.company_extra_free_domains),
+            "company_work_domains": sorted(self.company_work_domains),
+        }
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Rules:
-        return cls(frozenset(params["blocked"]), bool(params["strip_plus_tags"]))
+        # jobs recorded before the company rules existed have no such keys
+        return cls(
+            frozenset(params["blocked"]),
+            bool(params["strip_plus_tags"]),
+            company_extra_free_domains=frozenset(params.get("company_extra_free_domains", ())),
+            company_work_domains=frozenset(params.get("company_work_domains", ())),
+        )
 
 
 def clean_identifier(value: Any, blocked: frozenset[str]) -> str | None:

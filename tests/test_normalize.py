@@ -148,6 +148,7 @@ def test_group_makes_an_account_with_domain_from_traits() -> None:
         "group_id": "g1",
         "domain": "acme.com",
         "name": "Acme",
+        "company": "acme.com",  # the company domain it joins (ingest/companies.py)
         "traits": {"name": "Acme", "website": "https://www.Acme.com/about"},
     }
     assert domain_of("acme.io") == "acme.io"

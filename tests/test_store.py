@@ -283,7 +283,8 @@ def test_statements_per_batch_do_not_grow_with_the_batch(
                 "identify",
                 anonymousId=f"v{n}-{i % 50}",
                 groupId="g",
-                traits={"email": f"p{n}-{i % 50}@x.io"},
+                # a new work domain in each run: both runs create their company
+                traits={"email": f"p{n}-{i % 50}@x{n}.io"},
             )
             for i in range(n)
         ]

@@ -16,6 +16,7 @@ import psycopg
 
 from ingest.store import accounts, deletions, events, identities, merges, profiles
 from ingest.store.profiles import ProfileRow
+from workers import companies
 from workers.normalize import Event
 from workers.resolve import Graph, Key, Merge, Plan, Profile, event_keys, lookup_keys
 
@@ -128,13 +129,49 @@ def apply_graph(
     ]
     merges.log(conn, project_id, log)
     identities.insert(conn, project_id, {key: real(p) for key, p in plan.new_identities.items()})
+    apply_accounts(conn, project_id, batch, plan, real)
+    return real
+
+
+def apply_accounts(
+    conn: psycopg.Connection,
+    project_id: int,
+    batch: list[Event],
+    plan: Plan,
+    real: Callable[[int], int],
+) -> None:
+    """Group accounts, the one company of each domain the batch names (work emails, group
+    domains; workers/companies.py), the merges that follows from them, and who belongs
+    where: a fixed handful of statements per batch."""
     latest: dict[str, dict[str, Any]] = {}
+    carried_by: dict[str, tuple[str, str]] = {}  # group_id -> (company domain, message)
     for event in batch:
         if event.account is not None:
-            latest[event.account["group_id"]] = event.account
+            group_id = event.account["group_id"]
+            latest[group_id] = event.account
+            company = event.account.get("company")
+            if company:
+                carried_by[group_id] = (company, event.message_id)
+            else:
+                carried_by.pop(group_id, None)
+    domains = sorted({d for _, d in plan.company_links} | {d for d, _ in carried_by.values()})
+    accounts.lock_domains(conn, project_id, domains)  # before any account row is written
     account_ids = accounts.upsert(conn, project_id, list(latest.values()))
-    accounts.link(conn, project_id, [(real(p), account_ids[g]) for p, g in plan.account_links])
-    return real
+    held = accounts.holders(conn, project_id, domains)
+    carried: dict[str, list[tuple[int, str | None]]] = {}
+    for group_id, (domain, message_id) in carried_by.items():
+        carried.setdefault(domain, []).append((account_ids[group_id], message_id))
+    created = accounts.create_for_domains(
+        conn, project_id, [d for d in domains if d not in held and d not in carried]
+    )
+    found = companies.decide(carried, held, created)
+    accounts.claim_domains(
+        conn, project_id, {d: a for d, a in found.owner.items() if d not in held}
+    )
+    accounts.merge(conn, project_id, found.merges)
+    links = [(real(p), found.final(account_ids[g])) for p, g in plan.account_links]
+    links += [(real(p), found.owner[d]) for p, d in plan.company_links]
+    accounts.link(conn, project_id, links)
 
 
 def erase(conn: psycopg.Connection, event: Event) -> deletions.Erased:

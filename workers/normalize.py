@@ -17,6 +17,7 @@ import orjson
 
 from ingest import times
 from ingest.acceptance import email_field
+from ingest.companies import company_domain, company_of_host
 from ingest.identifiers import Rules, clean_email, clean_identifier
 from ingest.times import parse_time
 
@@ -68,6 +69,7 @@ class Event:
     group_id: str | None = None
     previous_id: str | None = None
     account: dict[str, Any] | None = None
+    company: str | None = None  # the company domain of the event's work email
     payload: dict[str, Any] = field(default_factory=dict)
     content_hash: bytes = b""
     profile: int | None = None  # set by resolve
@@ -111,8 +113,14 @@ def normalize(
     rules: Rules,
 ) -> Event:
     if source == "koala":
-        return _normalize_koala(project_id, call, shared or {}, rules)
-    return _normalize_segment(project_id, source, call, rules)
+        event = _normalize_koala(project_id, call, shared or {}, rules)
+    else:
+        event = _normalize_segment(project_id, source, call, rules)
+    # companies from work emails, and the company a group's domain or website stands for
+    event.company = company_domain(event.ids.email, rules)
+    if event.account is not None:
+        event.account["company"] = company_of_host(event.account["domain"], rules)
+    return event
 
 
 def _received(call: dict[str, Any]) -> datetime:

@@ -16,6 +16,10 @@ A profile therefore never holds two emails. An `alias` call's `previousId` is lo
 as a userId and as an anonymousId and is the weakest identifier, so the previous
 profile merges into the userId's, under the same guard.
 
+An event whose email is on a work domain (its `company`, ingest/companies.py) puts its
+profile in that domain's company (`Plan.company_links`); which account that company is,
+workers/companies.py decides when the plan is written.
+
 `resolve()` works on a `Graph` the caller loaded (and locked) for the batch's
 identifiers, and returns a `Plan` the store applies with set-based SQL. New profiles get
 negative temporary ids until the store allocates real ones.
@@ -90,6 +94,8 @@ class Plan:
     merges: list[Merge] = field(default_factory=list)
     refused: list[Merge] = field(default_factory=list)
     account_links: set[tuple[int, str]] = field(default_factory=set)  # (profile, group_id)
+    # (profile, company domain): the visitor's work email puts them in that company
+    company_links: set[tuple[int, str]] = field(default_factory=set)
 
     def changed_profiles(self, graph: Graph) -> list[Profile]:
         merged_away = {m.from_profile for m in self.merges}
@@ -161,6 +167,8 @@ def resolve(events: list[Event], graph: Graph) -> Plan:
             _merge_traits(target, event.traits, event.timestamp.isoformat(timespec="microseconds"))
         if event.account is not None:
             plan.account_links.add((target.id, event.account["group_id"]))
+        if event.company is not None:
+            plan.company_links.add((target.id, event.company))
         plan.assignments.append(target.id)
     return plan
 
@@ -209,6 +217,7 @@ def _merge(
             )
     plan.assignments = [into.id if p == source.id else p for p in plan.assignments]
     plan.account_links = {(into.id if p == source.id else p, g) for p, g in plan.account_links}
+    plan.company_links = {(into.id if p == source.id else p, d) for p, d in plan.company_links}
     into.email = into.email or source.email
     into.event_count += source.event_count
     into.first_seen = _min(into.first_seen, source.first_seen)

@@ -1,11 +1,15 @@
-"""The `accounts` and `profile_accounts` tables: companies and who belongs to them."""
+"""The `accounts` and `profile_accounts` tables: companies and who belongs to them; and
+`account_domains` / `account_merges` (migration 0010): the one company of a domain, and
+the accounts merged because they turned out to be one company."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from ingest.store import identities
 from ingest.store._json import jsonb
 
 
@@ -13,7 +17,7 @@ def upsert(
     conn: psycopg.Connection, project_id: int, accounts: list[dict[str, Any]]
 ) -> dict[str, int]:
     """Create or update accounts by group_id (later calls refine domain, name, traits);
-    return group_id -> account id."""
+    return group_id -> account id (the company it was merged into, if it was)."""
     if not accounts:
         return {}
     accounts = sorted(accounts, key=lambda a: a["group_id"])
@@ -27,7 +31,7 @@ def upsert(
             name = coalesce(EXCLUDED.name, a.name),
             traits = a.traits || EXCLUDED.traits,
             updated_at = now()
-        RETURNING group_id, id
+        RETURNING group_id, coalesce(merged_into, id)
         """,
         (
             project_id,
@@ -90,3 +94,126 @@ def of_profiles(
     for p, i, g, d, n in cur.fetchall():
         out.setdefault(int(p), []).append({"id": i, "group_id": g, "domain": d, "name": n})
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The account that is a domain's company, and whether it has no groupId (an account
+    created for a work email's domain)."""
+
+    account_id: int
+    domain_only: bool
+
+
+def lock_domains(conn: psycopg.Connection, project_id: int, domains: list[str]) -> None:
+    """Advisory locks on the batch's company domains, taken before its account rows are
+    written: two batches deciding the company of one domain run one after the other."""
+    identities.lock(conn, [f"{project_id}:company:{d}" for d in domains])
+
+
+def holders(conn: psycopg.Connection, project_id: int, domains: list[str]) -> dict[str, Holder]:
+    if not domains:
+        return {}
+    cur = conn.execute(
+        """
+        SELECT d.domain, d.account_id, a.group_id IS NULL
+        FROM account_domains d JOIN accounts a ON a.id = d.account_id
+        WHERE d.project_id = %s AND d.domain = ANY(%s)
+        """,
+        (project_id, domains),
+    )
+    return {str(d): Holder(int(i), bool(only)) for d, i, only in cur.fetchall()}
+
+
+def create_for_domains(
+    conn: psycopg.Connection, project_id: int, domains: list[str]
+) -> dict[str, int]:
+    """New accounts without a groupId, one per domain: domain -> account id."""
+    if not domains:
+        return {}
+    cur = conn.execute(
+        """
+        INSERT INTO accounts (project_id, domain)
+        SELECT %s, d FROM unnest(%s::text[]) AS d
+        RETURNING domain, id
+        """,
+        (project_id, sorted(domains)),
+    )
+    return {str(d): int(i) for d, i in cur.fetchall()}
+
+
+def claim_domains(conn: psycopg.Connection, project_id: int, owners: dict[str, int]) -> None:
+    """Record domain -> account for domains nobody held (under the domains' locks)."""
+    if not owners:
+        return
+    domains = sorted(owners)
+    conn.execute(
+        """
+        INSERT INTO account_domains (project_id, domain, account_id)
+        SELECT %s, d, a FROM unnest(%s::text[], %s::bigint[]) AS t(d, a)
+        ON CONFLICT DO NOTHING
+        """,
+        (project_id, domains, [owners[d] for d in domains]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMerge:
+    from_account: int
+    into_account: int
+    domain: str
+    message_id: str | None
+    reason: str = "same_domain"
+
+
+def merge(conn: psycopg.Connection, project_id: int, merges: list[AccountMerge]) -> None:
+    """Fold accounts into others: record each merge, point the merged-away account (and
+    any merged into it before) at the survivor, and move its domains and visitors."""
+    if not merges:
+        return
+    froms = [m.from_account for m in merges]
+    intos = [m.into_account for m in merges]
+    conn.execute(
+        """
+        INSERT INTO account_merges
+            (project_id, from_account, into_account, domain, reason, message_id)
+        SELECT %s, f, i, d, r, m
+        FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[])
+            AS t(f, i, d, r, m)
+        """,
+        (
+            project_id,
+            froms,
+            intos,
+            [m.domain for m in merges],
+            [m.reason for m in merges],
+            [m.message_id for m in merges],
+        ),
+    )
+    conn.execute(
+        """
+        UPDATE accounts a SET merged_into = m.into_id, updated_at = now()
+        FROM unnest(%s::bigint[], %s::bigint[]) AS m(from_id, into_id)
+        WHERE a.id = m.from_id OR a.merged_into = m.from_id
+        """,
+        (froms, intos),
+    )
+    conn.execute(
+        """
+        UPDATE account_domains d SET account_id = m.into_id
+        FROM unnest(%s::bigint[], %s::bigint[]) AS m(from_id, into_id)
+        WHERE d.account_id = m.from_id
+        """,
+        (froms, intos),
+    )
+    conn.execute(
+        """
+        INSERT INTO profile_accounts (profile_id, account_id, project_id)
+        SELECT pa.profile_id, m.into_id, pa.project_id
+        FROM profile_accounts pa JOIN unnest(%s::bigint[], %s::bigint[]) AS m(from_id, into_id)
+          ON pa.account_id = m.from_id
+        ON CONFLICT DO NOTHING
+        """,
+        (froms, intos),
+    )
+    conn.execute("DELETE FROM profile_accounts WHERE account_id = ANY(%s)", (froms,))
