@@ -54,51 +54,38 @@ def url(path: str, **query: Any) -> str:
 
 
 def routes(console: Console) -> list[BaseRoute]:
-    def rejections_page(request: Request) -> Any:
-        def work(ops: Ops) -> dict[str, Any]:
-            names = project_names(ops)
-            project = chosen_project(request, names)
-            filters = params(request, "code", "limit")
-            found = None
-            if project is not None:
-                query = rejections.Query.model_validate(
-                    {**filters, "cursor": request.query_params.get("cursor") or None}
-                )
-                found = rejections.find(ops, project, query)
-            return {
-                "projects": names,
-                "project": project,
-                "filters": filters,
-                "found": found,
-                "next_url": found
-                and found.next
-                and url("/console/rejections", project=project, **filters, cursor=found.next),
-            }
+    def paged(path: str, find: Any, query_model: Any, *filter_names: str) -> Any:
+        """A project's list, filtered by `filter_names` and paged with the API's cursor."""
 
-        return work
+        def page(request: Request) -> Any:
+            def work(ops: Ops) -> dict[str, Any]:
+                names = project_names(ops)
+                project = chosen_project(request, names)
+                filters = params(request, *filter_names)
+                found = None
+                if project is not None:
+                    query = query_model.model_validate(
+                        {**filters, "cursor": request.query_params.get("cursor") or None}
+                    )
+                    found = find(ops, project, query)
+                return {
+                    "projects": names,
+                    "project": project,
+                    "filters": filters,
+                    "found": found,
+                    "next_url": found
+                    and found.next
+                    and url(path, project=project, **filters, cursor=found.next),
+                }
 
-    def deletions_page(request: Request) -> Any:
-        def work(ops: Ops) -> dict[str, Any]:
-            names = project_names(ops)
-            project = chosen_project(request, names)
-            filters = params(request, "limit")
-            found = None
-            if project is not None:
-                query = deletions.Query.model_validate(
-                    {**filters, "cursor": request.query_params.get("cursor") or None}
-                )
-                found = deletions.find(ops, project, query)
-            return {
-                "projects": names,
-                "project": project,
-                "filters": filters,
-                "found": found,
-                "next_url": found
-                and found.next
-                and url("/console/deletions", project=project, **filters, cursor=found.next),
-            }
+            return work
 
-        return work
+        return page
+
+    rejections_page = paged(
+        "/console/rejections", rejections.find, rejections.Query, "code", "limit"
+    )
+    deletions_page = paged("/console/deletions", deletions.find, deletions.Query, "limit")
 
     return [
         Route(
