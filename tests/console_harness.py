@@ -17,27 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from chromium import chromium_or_skip, launched
 from conftest import Proc, Receiver, Servers, start_receiver, start_worker
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "console"
 ADMIN = "console-browser-admin"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_or_skip() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip(
-            "Chromium is not installed (apt-get install chromium): no console browser tests"
-        )
-    return path
 
 
 @dataclass
@@ -80,16 +64,8 @@ def console_stack(
 
 @pytest.fixture(scope="module")
 def chromium(console_stack: ConsoleStack) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=chromium_or_skip(), headless=True, args=CHROMIUM_FLAGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched() as browser:
+        yield browser
 
 
 @dataclass

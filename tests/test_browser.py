@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 from browser.page import PACKAGE, UMD, Site
+from chromium import chromium_or_skip, launched
 from conftest import Proc, Receiver, Servers, reconciled, start_receiver, start_worker, wait_for
 
 from ingest.embedded import EmbeddedRedis
@@ -28,25 +29,7 @@ from ingest.store.projects import Project
 
 TOKEN = "browser-admin-token"
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # this machine reaches no outside host: no background traffic, no update checks
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = pytest.mark.slow
-
-
-def chromium_or_skip() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium): no browser tests")
-    return path
 
 
 def analytics_next_or_skip() -> Path:
@@ -136,16 +119,8 @@ class Console:
 
 @pytest.fixture(scope="module")
 def chromium(stack: Stack) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=chromium_or_skip(), headless=True, args=CHROMIUM_FLAGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched() as browser:
+        yield browser
 
 
 def open_page(chromium: Any, stack: Stack, url: str, ko_id: str | None = None) -> Any:
