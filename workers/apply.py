@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.store import accounts, deletions, events, identities, merges, profiles
+from ingest.store import accounts, audiences, deletions, events, identities, merges, profiles
 from ingest.store.profiles import ProfileRow
 from workers import companies
 from workers.normalize import Event
@@ -88,8 +88,24 @@ def apply_plan(
 ) -> None:
     """Write a new batch: the graph's changes, then its events (COPY)."""
     real = apply_graph(conn, project_id, batch, plan, graph)
-    events.insert(
-        conn, batch, [real(p) for p in plan.assignments], [identifiers_of(e) for e in batch]
+    assigned = [real(p) for p in plan.assignments]
+    events.insert(conn, batch, assigned, [identifiers_of(e) for e in batch])
+    apply_engage(conn, project_id, batch, assigned)
+
+
+def apply_engage(
+    conn: psycopg.Connection, project_id: int, batch: list[Event], profile_ids: list[int]
+) -> None:
+    """The batch's Engage audience memberships and computed traits, on the profiles their
+    calls were stored on (ingest/audiences.py): one statement, none when there are none."""
+    audiences.record(
+        conn,
+        project_id,
+        [
+            audiences.Row(e.message_id, p, e.timestamp, e.engage)
+            for e, p in zip(batch, profile_ids, strict=True)
+            if e.engage is not None
+        ],
     )
 
 
@@ -118,6 +134,7 @@ def apply_graph(
     pairs = [(m.from_profile, real(m.into_profile)) for m in plan.merges]
     identities.move(conn, pairs)
     events.move(conn, pairs)
+    audiences.move(conn, pairs)
     accounts.move_links(conn, pairs)
     profiles.mark_merged(conn, pairs)
     # A merge names the profile merged away as it was; a refused merge names both sides as

@@ -17,6 +17,7 @@ import orjson
 
 from ingest import times
 from ingest.acceptance import email_field
+from ingest.audiences import Computation, computation
 from ingest.companies import company_domain, company_of_host
 from ingest.identifiers import Rules, clean_email, clean_identifier
 from ingest.times import parse_time
@@ -70,6 +71,7 @@ class Event:
     previous_id: str | None = None
     account: dict[str, Any] | None = None
     company: str | None = None  # the company domain of the event's work email
+    engage: Computation | None = None  # an Engage audience membership or computed trait
     payload: dict[str, Any] = field(default_factory=dict)
     content_hash: bytes = b""
     profile: int | None = None  # set by resolve
@@ -193,6 +195,7 @@ def _normalize_segment(project_id: int, source: str, call: dict[str, Any], rules
         group_id=str(call["groupId"]) if kind == "group" else None,
         previous_id=clean_identifier(call.get("previousId"), blocked),
         account=account,
+        engage=computation(kind, call.get("event"), traits, properties, context),
         payload=call,
         content_hash=content_hash(call, None),
     )

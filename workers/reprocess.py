@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from ingest.identifiers import Rules
-from ingest.store import events, identities, profiles
+from ingest.store import audiences, events, identities, profiles
 from workers import apply
 from workers.normalize import Event, NormalizeError, normalize
 from workers.resolve import Key, event_keys, lookup_keys, resolve
@@ -124,6 +124,13 @@ def reprocess(
         rewrites.append((row["id"], event, profile, apply.identifiers_of(event)))
     profiles.add_counts(conn, dict(deltas))
     events.rewrite(conn, rewrites)
+    # Engage calls: rewritten in place on the event's profile (stored history gains them)
+    apply.apply_engage(
+        conn, project_id, [e for _, e, _, _ in rewrites], [p for _, _, p, _ in rewrites]
+    )
+    audiences.forget(
+        conn, project_id, [e.message_id for _, e, _, _ in rewrites if e.engage is None]
+    )
     out.counts["reprocessed"] += len(batch) + len(anchored)
     out.counts["merges"] += len(plan.merges)
     out.counts["merges_refused"] += len(plan.refused)

@@ -2,9 +2,9 @@
 
 SQL in one place: a person is the profiles holding the delete call's identifiers, every
 profile those were merged into, and every profile merged into any of them (the whole merge
-tree: one person, whatever ids they used). Their events, identities, account links, merge
-records and profiles go, with dead letters and rejections whose payload names the
-identifiers. Accounts (companies) stay; deduplication keys stay too (they hold no personal
+tree: one person, whatever ids they used). Their events, identities, Engage audience and
+computed-trait history, account links, merge records and profiles go, with dead letters
+and rejections whose payload names the identifiers. Accounts (companies) stay; deduplication keys stay too (they hold no personal
 data, and they keep a sender's retry of an old call from bringing it back).
 """
 
@@ -46,6 +46,9 @@ gone_events AS (
 ),
 gone_identities AS (
     DELETE FROM identities WHERE profile_id IN (SELECT id FROM person) RETURNING 1
+),
+gone_engage AS (
+    DELETE FROM engage_computations WHERE profile_id IN (SELECT id FROM person) RETURNING 1
 ),
 gone_links AS (
     DELETE FROM profile_accounts WHERE profile_id IN (SELECT id FROM person) RETURNING 1
