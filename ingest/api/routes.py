@@ -10,6 +10,7 @@ from typing import Any
 
 from ingest.api.endpoint import Endpoint
 from ingest.operations import (
+    audiences,
     audit,
     breaker,
     dead_letters,
@@ -130,6 +131,21 @@ ADMIN: list[Endpoint] = [
             ops, path["name"], path["profile_id"], q.limit, q.cursor
         ),
         query=profiles.EventsQuery, tag="profiles", not_found="unknown_profile",
+    ),
+    Endpoint(
+        "GET", P + "/audiences",
+        "Engage audiences of a project by key: members now (latest call entered), profiles"
+        " ever in it, the newest call.",
+        Page[audiences.Audience], _named(audiences.find), query=audiences.Query,
+        tag="audiences",
+    ),
+    Endpoint(
+        "GET", P + "/audiences/{key}/members",
+        "Profiles of one Engage audience by their latest call (`state`: entered, the"
+        " members now; exited; all), by profile id, with when the current stay began.",
+        audiences.Members,
+        lambda ops, path, q, b: audiences.members(ops, path["name"], path["key"], q),
+        query=audiences.MembersQuery, tag="audiences",
     ),
     Endpoint(
         "GET", P + "/debugger",

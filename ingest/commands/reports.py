@@ -1,5 +1,5 @@
-"""`stats`, `profiles`, `events`, `rejections`, `deletions`, `suppressions`: what operators
-read (and `suppressions NAME --lift ID`, the one action among them)."""
+"""`stats`, `profiles`, `events`, `audiences`, `rejections`, `deletions`, `suppressions`:
+what operators read (and `suppressions NAME --lift ID`, the one action among them)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ingest.commands.common import console, fail, ops, print_json
-from ingest.operations import debugger, deletions, overview, profiles, rejections, stats
+from ingest.operations import audiences, debugger, deletions, overview, profiles, rejections, stats
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LimitOpt = Annotated[int, typer.Option(min=1, max=1000)]
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         app.command(command.__name__.removesuffix("_command"))(command)
     app.command("profile")(profile_command)
     app.command("debugger")(debugger_command)
+    app.command("audiences")(audiences_command)
     app.command("rejections")(rejections_command)
     app.command("deletions")(deletions_command)
     app.command("suppressions")(suppressions_command)
@@ -144,6 +145,52 @@ def events_command(
     table = Table("timestamp", "type", "event / name", "message id", title=f"profile {profile}")
     for e in page.items:
         table.add_row(e.timestamp.isoformat(), e.type, e.event or e.name or "", e.message_id)
+    console.print(table)
+    _more(page.next)
+
+
+def audiences_command(
+    name: str,
+    key: Annotated[str | None, typer.Argument(help="An audience: list its members.")] = None,
+    state: Annotated[
+        str, typer.Option(help="With KEY: entered (members now), exited or all.")
+    ] = "entered",
+    limit: LimitOpt = 20,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Engage audiences of a project with their members now; with KEY, that audience's
+    profiles (a profile's dated transitions: `koala-ingest profile NAME ID`)."""
+    if state not in ("entered", "exited", "all"):
+        raise fail("--state is one of entered, exited, all")
+    if key is None:
+        with ops() as context:
+            found = audiences.find(context, name, audiences.Query(limit=limit, cursor=cursor))
+        if as_json:
+            print_json(found)
+            return
+        table = Table("audience", "members", "profiles ever", "last change", "computation",
+                      "space", title=f"audiences in {name}")  # fmt: skip
+        for a in found.items:
+            table.add_row(a.key, f"{a.members:,}", f"{a.profiles:,}", a.last_change.isoformat(),
+                          a.computation_id or "", a.space_id or "")  # fmt: skip
+        console.print(table)
+        _more(found.next)
+        return
+    with ops() as context:
+        page = audiences.members(
+            context,
+            name,
+            key,
+            audiences.MembersQuery(state=state, limit=limit, cursor=cursor),  # type: ignore[arg-type]
+        )
+    if as_json:
+        print_json(page)
+        return
+    table = Table("profile", "member", "since", "last change", title=f"audience {key} in {name}")
+    for m in page.items:
+        table.add_row(str(m.profile_id), "yes" if m.member else "no",
+                      m.since.isoformat() if m.since else "", m.changed_at.isoformat())  # fmt: skip
     console.print(table)
     _more(page.next)
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingest.identifiers import clean_email, clean_identifier
+from ingest.operations import audiences as engage
 from ingest.operations import paging
 from ingest.operations.context import Ops
 from ingest.operations.errors import Invalid, NotFound
@@ -72,6 +73,14 @@ class ProfileDetail(BaseModel):
     )
     merges_truncated: bool = Field(
         description=f"More than {MAX_MERGES} merge records: the newest are shown."
+    )
+    audiences: list[engage.Membership] = Field(
+        description="Engage audiences the profile was ever in, each with its dated"
+        " transitions (entered, exited), oldest first; `member` is the state now."
+    )
+    computed_traits: list[engage.TraitSource] = Field(
+        description="Traits Engage computed for the profile: the computation and space"
+        " each comes from, and its latest call."
     )
 
 
@@ -187,6 +196,7 @@ def detail(ops: Ops, name: str, profile_id: int) -> ProfileDetail:
         )
         for r in rows[:MAX_MERGES]
     ]
+    memberships, computed = engage.of_profile(ops, survivor)
     return ProfileDetail(
         asked=profile_id,
         merged_into=survivor if survivor != profile_id else None,
@@ -195,6 +205,8 @@ def detail(ops: Ops, name: str, profile_id: int) -> ProfileDetail:
         merges=[m for m in records if not m.refused],
         refused_merges=[m for m in records if m.refused],
         merges_truncated=len(rows) > MAX_MERGES,
+        audiences=memberships,
+        computed_traits=computed,
     )
 
 
