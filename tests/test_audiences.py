@@ -266,6 +266,7 @@ def test_the_admin_api_lists_audiences_and_members_in_scope(
     from starlette.testclient import TestClient
 
     from ingest.receiver import create_app
+    from ingest.operations import tokens
     from ingest.store import projects
 
     run(db, project, engage("ivy", True, "2026-11-01T10:00:00Z"))
@@ -281,9 +282,17 @@ def test_the_admin_api_lists_audiences_and_members_in_scope(
         members = client.get(f"{base}/{AUDIENCE}/members", headers=auth).json()
         assert [m["profile_id"] for m in members["items"]] == [profile_of(db, project, "ivy")]
         assert members["key"] == AUDIENCE and members["next"] is None
-        # another project's list is its own (empty), a bad state is a 400 with a code
+        # another project's list is its own (empty); a token of that project alone does
+        # not see this one's
         empty = client.get(f"/admin/projects/{other.name}/audiences", headers=auth).json()
         assert empty["items"] == []
+        theirs = {"Authorization": "Bearer " + tokens.create(
+            ops(db, servers), f"aud-{other.name}", "viewer", [other.name]).token}  # fmt: skip
+        assert client.get(f"/admin/projects/{other.name}/audiences", headers=theirs).json()[
+            "items"] == []  # fmt: skip
+        hidden = client.get(f"{base}/{AUDIENCE}/members", headers=theirs)
+        assert (hidden.status_code, hidden.json()["code"]) == (404, "unknown_project")
+        # a bad state is a 400 with a code
         bad = client.get(f"{base}/{AUDIENCE}/members?state=maybe", headers=auth)
         assert bad.status_code == 400 and set(bad.json()) == {"code", "message"}
         unknown = client.get("/admin/projects/nope/audiences", headers=auth)
