@@ -91,7 +91,9 @@ def test_an_engage_identify_is_an_audience_membership_or_a_computed_trait() -> N
     props = {"audience_key": AUDIENCE, AUDIENCE: True}
     via_track = computation("track", "Audience Entered", {}, props, personas(AUDIENCE))
     assert via_track is not None and via_track.entered is True
-    out = computation("track", "Audience Exited", {}, {"audience_key": AUDIENCE}, personas(AUDIENCE))
+    out = computation(
+        "track", "Audience Exited", {}, {"audience_key": AUDIENCE}, personas(AUDIENCE)
+    )
     assert out is not None and out.entered is False
 
 
@@ -156,7 +158,10 @@ def test_a_repeated_state_is_no_transition_and_a_late_call_lands_by_its_timestam
 def test_a_second_delivery_of_the_same_batch_adds_nothing(
     servers: Servers, db: psycopg.Connection, project: Project
 ) -> None:
-    batch = [engage("cy", True, "2026-11-01T10:00:00Z"), engage("cy", False, "2026-11-03T10:00:00Z")]
+    batch = [
+        engage("cy", True, "2026-11-01T10:00:00Z"),
+        engage("cy", False, "2026-11-03T10:00:00Z"),
+    ]
     run(db, project, *batch)
     before = engage_rows(db, project)
     again = run(db, project, *batch)  # a redelivery, or a replay of the same calls
@@ -170,8 +175,9 @@ def test_a_merge_moves_the_history_to_the_surviving_profile(
     servers: Servers, db: psycopg.Connection, project: Project
 ) -> None:
     # Engage knows the visitor by an anonymous id first, then by userId; alias joins them
-    run(db, project, call("identify", anonymousId="anon-1", traits={AUDIENCE: True},
-                          context=personas(AUDIENCE), timestamp="2026-11-01T10:00:00Z"))  # fmt: skip
+    first = call("identify", anonymousId="anon-1", traits={AUDIENCE: True},
+                 context=personas(AUDIENCE), timestamp="2026-11-01T10:00:00Z")  # fmt: skip
+    run(db, project, first)
     run(db, project, engage("dee", False, "2026-11-04T10:00:00Z"))
     anon = db.execute(
         "SELECT profile_id FROM identities WHERE project_id = %s AND value = 'anon-1'",
@@ -193,7 +199,8 @@ def test_a_delete_erases_the_engage_history_and_nobody_elses(
 ) -> None:
     run(db, project, engage("eve", True, "2026-11-01T10:00:00Z"),
         engage("fay", True, "2026-11-01T10:00:00Z"),
-        call("identify", userId="eve", traits={"ltv": 10}, context=personas("ltv", "trait")))  # fmt: skip
+        call("identify", userId="eve", traits={"ltv": 10},
+             context=personas("ltv", "trait")))  # fmt: skip
     run(db, project, call("delete", userId="eve"), source="webhook")
     left = engage_rows(db, project)
     assert [(r[2], r[3]) for r in left] == [("audience", AUDIENCE)]
@@ -203,10 +210,11 @@ def test_a_delete_erases_the_engage_history_and_nobody_elses(
 def test_computed_traits_are_traits_with_their_engage_source(
     servers: Servers, db: psycopg.Connection, project: Project
 ) -> None:
+    computed = personas("ltv", "trait", "tra_1")
     run(db, project,
-        call("identify", userId="gus", traits={"ltv": 10}, context=personas("ltv", "trait", "tra_1"),
+        call("identify", userId="gus", traits={"ltv": 10}, context=computed,
              timestamp="2026-11-01T10:00:00Z"),
-        call("identify", userId="gus", traits={"ltv": 25}, context=personas("ltv", "trait", "tra_1"),
+        call("identify", userId="gus", traits={"ltv": 25}, context=computed,
              timestamp="2026-11-03T10:00:00Z"))  # fmt: skip
     found = history(db, servers, project, "gus")
     assert found.profile.traits["ltv"] == 25
@@ -265,8 +273,8 @@ def test_the_admin_api_lists_audiences_and_members_in_scope(
 ) -> None:
     from starlette.testclient import TestClient
 
-    from ingest.receiver import create_app
     from ingest.operations import tokens
+    from ingest.receiver import create_app
     from ingest.store import projects
 
     run(db, project, engage("ivy", True, "2026-11-01T10:00:00Z"))

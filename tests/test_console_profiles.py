@@ -1,9 +1,9 @@
 """The console's profiles pages in headless Chromium (#15): a visitor identified and
 tracked (calls in Segment's wire format, as a server SDK sends them, over httpx) is found
-by email; its page shows its identifiers, traits, company, the merge an alias call made
-and the merge the guard refused, the identity graph as an SVG, and its events paged to the
-end; a viewer sees no form that acts; a token of project A gets 404 for project B.
-Screenshots under tests/artifacts/console/."""
+by email; its page shows its identifiers, traits, company, Engage audience history, the
+merge an alias call made and the merge the guard refused, the identity graph as an SVG,
+and its events paged to the end; a viewer sees no form that acts; a token of project A
+gets 404 for project B. Screenshots under tests/artifacts/console/."""
 
 from __future__ import annotations
 
@@ -66,6 +66,20 @@ def test_an_operator_finds_a_visitor_by_email_and_reads_its_profile(
     )
     send(stack, project, {"type": "identify", "userId": "u-ann", "messageId": "shared-laptop",
                           "traits": {"email": "bob@acme.com"}})  # fmt: skip
+    # Engage put her in an audience and took her out, twice (calls arriving out of order)
+    engage = {
+        "personas": {
+            "computation_class": "audience",
+            "computation_key": "trial_users",
+            "computation_id": "aud_7",
+            "space_id": "spa_1",
+            "namespace": "spa_1",
+        }
+    }
+    send(stack, project, *[
+        {"type": "identify", "userId": "u-ann", "traits": {"trial_users": entered},
+         "context": engage, "timestamp": f"2026-11-{day:02d}T09:00:00Z"}
+        for day, entered in ((5, False), (1, True), (9, True), (12, False))])  # fmt: skip
 
     operator.sign_in()
     page = operator.goto("/console/profiles")
@@ -90,6 +104,13 @@ def test_an_operator_finds_a_visitor_by_email_and_reads_its_profile(
     assert {"anon-ann", "anon-laptop"} <= set(anonymous), anonymous
     expect(page.locator("#traits")).to_contain_text("Ann")
     expect(page.locator("#companies")).to_contain_text("Acme Inc")
+    transitions = page.locator("#audiences tr.transition[data-audience=trial_users]")
+    expect(transitions).to_have_count(4)
+    assert [t.split("\t")[-4:-2] for t in transitions.all_inner_texts()] == [
+        ["entered", "2026-11-01 09:00:00"], ["exited", "2026-11-05 09:00:00"],
+        ["entered", "2026-11-09 09:00:00"], ["exited", "2026-11-12 09:00:00"],
+    ], transitions.all_inner_texts()  # fmt: skip
+    expect(page.locator("#audiences")).to_contain_text("not a member")
     merges = page.locator("#merges tr.merge")
     expect(merges).to_have_count(1)
     refused = page.locator("#merges tr.refused")
