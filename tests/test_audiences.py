@@ -311,3 +311,31 @@ def test_the_admin_api_lists_audiences_and_members_in_scope(
             headers=auth,
         ).json()
         assert [t["entered"] for t in profile["audiences"][0]["transitions"]] == [True]
+
+
+def test_the_cli_lists_audiences_and_an_audiences_members(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    import json
+    import subprocess
+
+    from conftest import koala
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(koala("audiences", project.name, *args), env=servers.env(),
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    run(db, project, engage("jo", True, "2026-11-01T10:00:00Z"),
+        engage("kim", True, "2026-11-01T10:00:00Z"),
+        engage("kim", False, "2026-11-02T10:00:00Z"))  # fmt: skip
+    listed = cli("--json")
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)["items"]
+    assert [(a["key"], a["members"], a["profiles"]) for a in found] == [(AUDIENCE, 1, 2)]
+    jo, kim = profile_of(db, project, "jo"), profile_of(db, project, "kim")
+    members = json.loads(cli(AUDIENCE, "--state", "all", "--json").stdout)["items"]
+    assert [(m["profile_id"], m["member"]) for m in members] == sorted([(jo, True), (kim, False)])
+    rows = [line.split("│")[1].strip() for line in cli(AUDIENCE).stdout.splitlines()
+            if line.startswith("│")]  # fmt: skip
+    assert rows == [str(jo)]  # members now only
+    assert cli(AUDIENCE, "--state", "maybe").returncode != 0
