@@ -63,7 +63,7 @@ class Computation:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
         return str(value).strip()[:MAX_KEY]
     return None
 
