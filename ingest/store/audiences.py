@@ -2,10 +2,11 @@
 computed trait call stored, on the profile it was about; and the reads over it.
 
 Transitions are derived when read, not stored: the rows of one profile and audience in
-event-time order (`at`, then messageId for calls of one instant), keeping each row whose
-`entered` differs from the row before it. So the history stays right whatever order the
-calls arrive in (a late call slots in by its timestamp), a re-sync repeating a state adds
-nothing, and a merge that brings two profiles' rows together needs no rewrite.
+event-time order (`at`; at one instant an entering before an exit, then by messageId),
+keeping each row whose `entered` differs from the row before it. So the history stays
+right whatever order the calls arrive in (a late call slots in by its timestamp), a
+re-sync repeating a state adds nothing, and a merge that brings two profiles' rows
+together needs no rewrite.
 """
 
 from __future__ import annotations
@@ -94,12 +95,12 @@ TRANSITIONS = """
 SELECT key, entered, at, message_id, computation_id, space_id, namespace
 FROM (
     SELECT key, entered, at, message_id, computation_id, space_id, namespace,
-           lag(entered) OVER (PARTITION BY key ORDER BY at, message_id) AS before
+           lag(entered) OVER (PARTITION BY key ORDER BY at, NOT entered, message_id) AS before
     FROM engage_computations
     WHERE profile_id = %(profile)s AND kind = 'audience'
 ) r
 WHERE before IS DISTINCT FROM entered
-ORDER BY key, at, message_id
+ORDER BY key, at, NOT entered, message_id
 """
 
 
@@ -126,25 +127,27 @@ def trait_sources(conn: psycopg.Connection, profile_id: int) -> list[dict[str, A
         return cur.fetchall()
 
 
-SUMMARY = """
+# A profile is in an audience when its latest entering is later than its latest exit (at
+# one instant, the exit wins: TRANSITIONS orders them so too). Plain max() aggregates in
+# one ordered pass over the key's index: no per-profile sort.
+MEMBER = (
+    "coalesce(max(at) FILTER (WHERE entered)"
+    " > coalesce(max(at) FILTER (WHERE NOT entered), '-infinity'), false)"
+)
+
+SUMMARY = f"""
 WITH latest AS (
-    SELECT DISTINCT ON (key, profile_id) key, profile_id, entered, at, computation_id,
-           space_id
+    SELECT key, profile_id, {MEMBER} AS entered, max(at) AS at,
+           max(computation_id) AS computation_id, max(space_id) AS space_id
     FROM engage_computations
     WHERE project_id = %(project)s AND kind = 'audience'
       AND (%(after)s::text IS NULL OR key > %(after)s)
-    ORDER BY key, profile_id, at DESC, message_id DESC
+    GROUP BY key, profile_id
 )
-SELECT key,
-       count(*) FILTER (WHERE entered) AS members,
-       count(*) AS profiles,
-       max(at) AS last_change,
-       (array_agg(computation_id ORDER BY at DESC))[1] AS computation_id,
-       (array_agg(space_id ORDER BY at DESC))[1] AS space_id
-FROM latest
-GROUP BY key
-ORDER BY key
-LIMIT %(limit)s
+SELECT key, count(*) FILTER (WHERE entered) AS members, count(*) AS profiles,
+       max(at) AS last_change, max(computation_id) AS computation_id,
+       max(space_id) AS space_id
+FROM latest GROUP BY key ORDER BY key LIMIT %(limit)s
 """
 
 
@@ -157,28 +160,29 @@ def summaries(
         return cur.fetchall()
 
 
-MEMBERS = """
-WITH r AS (
-    SELECT profile_id, entered, at, message_id
+MEMBERS = f"""
+WITH per AS (
+    -- by profile id along the key's index, so a page stops after `limit` profiles
+    SELECT profile_id, {MEMBER} AS member, max(at) AS changed_at,
+           max(at) FILTER (WHERE NOT entered) AS last_exit
     FROM engage_computations
     WHERE project_id = %(project)s AND kind = 'audience' AND key = %(key)s
       AND (%(after)s::bigint IS NULL OR profile_id > %(after)s)
-),
-latest AS (
-    SELECT DISTINCT ON (profile_id) profile_id, entered, at
-    FROM r ORDER BY profile_id, at DESC, message_id DESC
+    GROUP BY profile_id
+    HAVING %(state)s = 'all' OR {MEMBER} = (%(state)s = 'entered')
+    ORDER BY profile_id
+    LIMIT %(limit)s
 )
-SELECT l.profile_id, l.entered AS member, l.at AS changed_at,
+SELECT per.profile_id, per.member, per.changed_at,
        -- the start of the current stay: the first entering after the last exit
-       (SELECT min(r.at) FROM r
-        WHERE r.profile_id = l.profile_id AND r.entered
-          AND r.at > coalesce((SELECT max(x.at) FROM r x
-                               WHERE x.profile_id = l.profile_id AND NOT x.entered),
-                              '-infinity')) AS since
-FROM latest l
-WHERE %(state)s = 'all' OR l.entered = (%(state)s = 'entered')
-ORDER BY l.profile_id
-LIMIT %(limit)s
+       CASE WHEN per.member THEN
+           (SELECT min(e.at) FROM engage_computations e
+            WHERE e.project_id = %(project)s AND e.kind = 'audience' AND e.key = %(key)s
+              AND e.profile_id = per.profile_id AND e.entered
+              AND e.at > coalesce(per.last_exit, '-infinity'))
+       END AS since
+FROM per
+ORDER BY per.profile_id
 """
 
 
