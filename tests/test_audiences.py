@@ -155,6 +155,21 @@ def test_a_repeated_state_is_no_transition_and_a_late_call_lands_by_its_timestam
     assert len(engage_rows(db, project)) == 4  # every call is kept
 
 
+def test_an_exit_at_the_same_instant_as_an_entering_wins_everywhere(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    at = "2026-11-01T10:00:00Z"
+    run(db, project, engage("ben", False, at), engage("ben", True, at))
+    [membership] = history(db, servers, project, "ben").audiences
+    assert [t.entered for t in membership.transitions] == [True, False]
+    assert membership.member is False
+    context = ops(db, servers)
+    now = audiences.members(context, project.name, AUDIENCE, audiences.MembersQuery())
+    assert now.items == []
+    [listed] = audiences.find(context, project.name, audiences.Query()).items
+    assert (listed.members, listed.profiles) == (0, 1)
+
+
 def test_a_second_delivery_of_the_same_batch_adds_nothing(
     servers: Servers, db: psycopg.Connection, project: Project
 ) -> None:
