@@ -354,3 +354,24 @@ def test_the_cli_lists_audiences_and_an_audiences_members(
             if line.startswith("│")]  # fmt: skip
     assert rows == [str(jo)]  # members now only
     assert cli(AUDIENCE, "--state", "maybe").returncode != 0
+
+
+def test_retention_drops_old_history_but_keeps_each_profiles_state(
+    db: psycopg.Connection, project: Project
+) -> None:
+    from datetime import UTC, datetime
+
+    from ingest.store import audiences as store
+
+    run(db, project, engage("liz", True, "2024-01-01T10:00:00Z"),
+        engage("liz", False, "2024-02-01T10:00:00Z"),
+        engage("liz", True, "2024-03-01T10:00:00Z"),  # old, but her state now
+        engage("max", True, "2024-01-01T10:00:00Z"),
+        engage("max", False, "2026-11-01T10:00:00Z"))  # fmt: skip
+    before = datetime(2026, 1, 1, tzinfo=UTC)
+    assert store.expire(db, project.id, before, 1) == 1  # in chunks
+    assert store.expire(db, project.id, before, 10_000) == 2
+    assert store.expire(db, project.id, before, 10_000) == 0
+    left = {(r[1], r[4], r[8].year) for r in engage_rows(db, project)}
+    liz, max_ = profile_of(db, project, "liz"), profile_of(db, project, "max")
+    assert left == {(liz, True, 2024), (max_, False, 2026)}

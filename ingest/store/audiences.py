@@ -202,3 +202,25 @@ def members(
             {"project": project_id, "key": key, "state": state, "after": after, "limit": limit},
         )
         return cur.fetchall()
+
+
+def expire(conn: psycopg.Connection, project_id: int, before: datetime, limit: int) -> int:
+    """Retention: delete up to `limit` Engage calls of a project older than `before`, but
+    never a profile's latest call of an audience or computed trait (in the order the reads
+    use): the history past retention goes, the state it left stays (a member who entered
+    two years ago is still a member)."""
+    cur = conn.execute(
+        """
+        DELETE FROM engage_computations WHERE (project_id, message_id) IN (
+            SELECT e.project_id, e.message_id FROM engage_computations e
+            WHERE e.project_id = %(project)s AND e.at < %(before)s
+              AND EXISTS (
+                SELECT 1 FROM engage_computations n
+                WHERE n.profile_id = e.profile_id AND n.kind = e.kind AND n.key = e.key
+                  AND (n.at, NOT coalesce(n.entered, false), n.message_id)
+                      > (e.at, NOT coalesce(e.entered, false), e.message_id))
+            LIMIT %(limit)s)
+        """,
+        {"project": project_id, "before": before, "limit": limit},
+    )
+    return cur.rowcount

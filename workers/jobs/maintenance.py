@@ -5,8 +5,9 @@
   if they are younger than a maximum age and were not replayed too often already. A
   permanent failure (a call the rules refuse, a poison call) is never replayed by it;
 - `expire`: deduplication keys past the window, committed-batch keys past any
-  redelivery, and, with a retention set, events, refusals, resolved dead letters, merge
-  records and finished job runs past the retention; in chunks;
+  redelivery, and, with a retention set, events, Engage audience history (each
+  profile's latest call per computation stays: its state), refusals, resolved dead
+  letters, merge records and finished job runs past the retention; in chunks;
 - `identity_check`: events carrying an identifier that another profile holds (two
   profiles that should be one, say after a race or a rule change) are resolved again,
   so the two merge through the same guarded merge as live batches, or the refusal is
@@ -27,6 +28,7 @@ from ingest.config import Settings
 from ingest.identifiers import Rules
 from ingest.replay import replay
 from ingest.store import (
+    audiences,
     batches,
     dead_letters,
     events,
@@ -114,6 +116,12 @@ class ExpireJob:
             for project_id in self.project_ids:
                 out.append(
                     ("events", lambda c, p=project_id: events.expire(c, p, before, DELETE_CHUNK))
+                )
+                out.append(
+                    (
+                        "audience_history",
+                        lambda c, p=project_id: audiences.expire(c, p, before, DELETE_CHUNK),
+                    )
                 )
             out += [
                 ("rejections", lambda c: rejections.expire(c, before, DELETE_CHUNK)),
