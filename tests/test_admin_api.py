@@ -211,3 +211,22 @@ def test_postgresql_unreachable_is_503_with_retry_after(servers: Servers) -> Non
         answer = client.get("/admin/jobs", headers=AUTH)
     assert (answer.status_code, answer.json()["code"]) == (503, "database_unavailable")
     assert answer.headers["retry-after"] == "5"
+
+
+def test_company_domains_are_set_by_put_and_shown_with_the_project(
+    rx: Receiver, project: Project
+) -> None:
+    path = f"/admin/projects/{project.name}/company-domains"
+    answer = call(rx, "PUT", path, json={"free": ["isp.example"], "work": ["Bücher.de"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["company_free_domains"] == ["isp.example"]
+    assert answer.json()["company_work_domains"] == ["xn--bcher-kva.de"]
+    shown = call(rx, "GET", f"/admin/projects/{project.name}").json()
+    assert (shown["company_free_domains"], shown["company_work_domains"]) == (
+        ["isp.example"], ["xn--bcher-kva.de"],
+    )  # fmt: skip
+    bad = call(rx, "PUT", path, json={"free": ["no domain"], "work": []})
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_domain")
+    assert call(rx, "PUT", path, json={"free": []}).status_code == 400  # both lists, always
+    gone = call(rx, "PUT", "/admin/projects/nope-x/company-domains", json={"free": [], "work": []})
+    assert (gone.status_code, gone.json()["code"]) == (404, "unknown_project")
