@@ -507,3 +507,57 @@ def test_the_cli_shows_sets_and_clears_a_projects_company_domains(
     assert cli("--free", "bad domain").returncode == 2  # Invalid: exit 2, nothing changed
     cleared = cli("--clear")
     assert f"{project.name}: free (none)" in cleared.stdout
+
+
+def _live_accounts(db: psycopg.Connection, project: Project) -> list[Any]:
+    return db.execute(
+        "SELECT group_id, name, domain, traits FROM accounts"
+        " WHERE project_id = %s AND merged_into IS NULL",
+        (project.id,),
+    ).fetchall()
+
+
+def test_a_group_account_merged_away_fills_what_the_survivor_lacks(
+    db: psycopg.Connection, project: Project
+) -> None:
+    # the domain's first company: no name, a plan
+    run(db, request(project, call("group", userId="u1", groupId="g-acme",
+                                  traits={"website": "acme.com", "plan": "pro"})))  # fmt: skip
+    # a second groupId of that domain merges into it, carrying a name and more traits
+    run(
+        db,
+        request(
+            project,
+            call("group", userId="u2", groupId="g-acme-eu",
+                 traits={"name": "Acme EU", "domain": "eu.acme.com", "plan": "free",
+                         "seats": 40}),
+        ),
+    )  # fmt: skip
+    # the survivor's own values win; what it lacked comes from the merged one
+    assert _live_accounts(db, project) == [
+        ("g-acme", "Acme EU", "acme.com",
+         {"website": "acme.com", "plan": "pro", "name": "Acme EU", "domain": "eu.acme.com",
+          "seats": 40}),
+    ]  # fmt: skip
+
+
+def test_several_group_accounts_merged_at_once_fill_the_survivor_oldest_first(
+    db: psycopg.Connection, project: Project
+) -> None:
+    run(
+        db,
+        request(
+            project,
+            call("group", userId="u1", groupId="g-a", traits={"domain": "acme.org"}),
+            call("group", userId="u2", groupId="g-b",
+                 traits={"domain": "acme.org", "name": "Acme B", "tier": "b"}),
+            call("group", userId="u3", groupId="g-c",
+                 traits={"domain": "www.acme.org", "name": "Acme C", "tier": "c", "c": 1}),
+        ),
+    )  # fmt: skip
+    # g-a (the lowest id) survives; on a clash the older merged account (g-b) wins
+    assert _live_accounts(db, project) == [
+        ("g-a", "Acme B", "acme.org",
+         {"domain": "acme.org", "name": "Acme B", "tier": "b", "c": 1}),
+    ]  # fmt: skip
+    assert companies(db, project) == {"acme.org": []}
