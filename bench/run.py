@@ -420,6 +420,7 @@ def end_to_end(
     )
     cpu = meter.stop()
     stats = reconcile(env)
+    companies = company_counts(env)
     ok = (
         stats["received"] == load.calls
         and stats["stored"] == load.unique
@@ -439,6 +440,8 @@ def end_to_end(
         "errors": sent.errors,
         "reconciliation": stats,
         "reconciled": ok,
+        # what the mix's work emails and group calls made (scenario.py): companies
+        "companies": companies,
         # CPU microseconds per call of each part over the run (CpuMeter)
         "cpu_us_per_call": {part: 1e6 * sec / load.calls for part, sec in sorted(cpu.items())},
         "workers": workers,
@@ -459,6 +462,25 @@ def reconcile(env: Env) -> dict[str, Any]:
     received = client.hget(reports.received_key(env.prefix), str(env.project.id))
     with psycopg.connect(env.database_url, autocommit=True) as conn:
         return reports.counts(conn, env.project, int(received or 0)).model_dump()  # type: ignore[arg-type]
+
+
+def company_counts(env: Env) -> dict[str, int]:
+    """The companies the end to end made: live accounts, the domains they stand for, the
+    accounts merged (two groupIds of one domain, a work-email company and its group
+    account) and visitors linked to a company."""
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        row = conn.execute(
+            """
+            SELECT
+                (SELECT count(*) FROM accounts WHERE project_id = %(p)s AND merged_into IS NULL),
+                (SELECT count(*) FROM account_domains WHERE project_id = %(p)s),
+                (SELECT count(*) FROM account_merges WHERE project_id = %(p)s),
+                (SELECT count(*) FROM profile_accounts WHERE project_id = %(p)s)
+            """,
+            {"p": env.project.id},
+        ).fetchone()
+    assert row is not None
+    return dict(zip(("accounts", "domains", "account_merges", "profile_links"), row, strict=True))
 
 
 def tree_rss(pid: int) -> int:
@@ -693,6 +715,13 @@ def render(out: dict[str, Any]) -> str:
             "end to end, CPU per call",
             ", ".join(f"{part} {us:,.0f} us" for part, us in cpu.items())
             + f" (total {sum(cpu.values()):,.0f} us)",
+        )
+    if "companies" in e:
+        co = e["companies"]
+        row(
+            "end to end, companies made",
+            f"{co['accounts']:,} accounts for {co['domains']:,} domains,"
+            f" {co['account_merges']:,} merges, {co['profile_links']:,} visitors linked",
         )
     rec = e["reconciliation"]
     row(
