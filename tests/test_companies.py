@@ -561,3 +561,39 @@ def test_several_group_accounts_merged_at_once_fill_the_survivor_oldest_first(
          {"domain": "acme.org", "name": "Acme B", "tier": "b", "c": 1}),
     ]  # fmt: skip
     assert companies(db, project) == {"acme.org": []}
+
+
+def test_a_reprocessing_applies_the_projects_exceptions_to_its_history(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    from datetime import UTC, datetime
+
+    import redis
+    from test_reprocess import SINCE, UNTIL
+
+    from ingest.operations import jobs as job_ops
+    from ingest.operations import projects as project_ops
+    from ingest.operations.actor import Actor
+    from ingest.operations.context import Ops
+    from workers.jobs import Context
+    from workers.jobs.runner import Runner
+
+    at = "2026-11-11T10:00:00.000Z"
+    assert SINCE <= datetime(2026, 11, 11, 10, tzinfo=UTC) < UNTIL
+    run(db, request(project,
+                    call("identify", userId="u1", traits={"email": "ann@fastmail.com"},
+                         timestamp=at)))  # fmt: skip
+    assert companies(db, project) == {}  # free mail by the list
+    settings = Settings(database_url=servers.database_url, redis_url=servers.redis_url)
+    ops = Ops(db, settings, Actor("test:ann", "operator"))
+    project_ops.set_company_domains(ops, project.name, [], ["fastmail.com"])
+    started = job_ops.start_reprocess(
+        ops, project.name, job_ops.ReprocessRequest(since=SINCE, until=UNTIL), "api", queue=False
+    )
+    ops.close()
+    assert started.job_id is not None
+    # the worker's context has the deployment's rules only: the job's recorded ones apply
+    ctx = Context(settings, RULES, lambda: redis.Redis.from_url(servers.redis_url))
+    runner = Runner(lambda: psycopg.connect(servers.database_url), ctx)
+    assert runner.run(started.job_id) == "done"
+    assert companies(db, project) == {"fastmail.com": ["ann@fastmail.com"]}
