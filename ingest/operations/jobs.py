@@ -20,6 +20,8 @@ from ingest.store.projects import Project
 log = logging.getLogger(__name__)
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "interrupted", "skipped"]
+# who started a run: an operator's shell, a script on the admin API, the console, or beat
+Trigger = Literal["cli", "api", "console", "schedule"]
 
 
 class Job(BaseModel):
@@ -27,7 +29,7 @@ class Job(BaseModel):
     kind: str
     project: str | None
     params: dict[str, Any]
-    trigger: str
+    trigger: Trigger
     period: int | None
     status: str
     done: int
@@ -132,7 +134,7 @@ def params_of(ops: Ops, request: ReprocessRequest, project: Project) -> dict[str
 
 
 def start_reprocess(
-    ops: Ops, name: str, request: ReprocessRequest, trigger: str, queue: bool = True
+    ops: Ops, name: str, request: ReprocessRequest, trigger: Trigger, queue: bool = True
 ) -> Started:
     """Record a reprocessing of the project's range (an unfinished run of the same range
     resumes) and, with `queue`, hand it to the workers. A dry run counts the events."""
