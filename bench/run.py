@@ -25,7 +25,7 @@ import orjson
 import psutil
 import psycopg
 
-from bench import loadgen
+from bench import grown, loadgen
 from bench.scenario import generate
 from ingest import embedded, redis_clients
 from ingest.embedded import free_port
@@ -420,6 +420,7 @@ def end_to_end(
     )
     cpu = meter.stop()
     stats = reconcile(env)
+    companies = company_counts(env)
     ok = (
         stats["received"] == load.calls
         and stats["stored"] == load.unique
@@ -439,6 +440,8 @@ def end_to_end(
         "errors": sent.errors,
         "reconciliation": stats,
         "reconciled": ok,
+        # what the mix's work emails and group calls made (scenario.py): companies
+        "companies": companies,
         # CPU microseconds per call of each part over the run (CpuMeter)
         "cpu_us_per_call": {part: 1e6 * sec / load.calls for part, sec in sorted(cpu.items())},
         "workers": workers,
@@ -452,6 +455,39 @@ def end_to_end(
     return result
 
 
+def grown_store(env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    """The same mix on a store grown to a year's size (bench/grown.py): CPU per call
+    against the run on the empty store, and the batch's query plans on both."""
+    from ingest.config import Settings
+    from ingest.identifiers import Rules
+
+    rules = Rules.of(Settings(database_url=env.database_url))
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        env.project = projects.create(conn, "bench-grown")
+        conn.execute("VACUUM ANALYZE")
+    body = generate(1_000, 100, seed=11, dup_share=0).batches[5]
+    sample = grown.request_of(body, env.project.id)
+    log("grown store: the batch's query plans on the project while empty (analyzed)")
+    before = grown.plans(env.database_url, sample, rules)
+    size = grown.Size.scaled(args.grown_events)
+    log(f"grown store: filling {size.events:,} events, {size.profiles:,} profiles,"
+        f" {size.keys:,} dedup keys")  # fmt: skip
+    filled = grown.fill(env.database_url, env.project.id, size, log)
+    log("grown store: the batch's query plans on the grown project")
+    after = grown.plans(env.database_url, sample, rules)
+    log(f"grown store: end to end, {args.calls} calls on top")
+    e2e = end_to_end(
+        env, args.calls, args.visitors, args.connections, args.workers, args.concurrency
+    )
+    return {
+        "size": vars(size),
+        "fill": filled,
+        "e2e": e2e,
+        "plans": after,
+        "plans_changed": grown.compare(before, after),
+    }
+
+
 def reconcile(env: Env) -> dict[str, Any]:
     from ingest.operations import stats as reports
 
@@ -459,6 +495,25 @@ def reconcile(env: Env) -> dict[str, Any]:
     received = client.hget(reports.received_key(env.prefix), str(env.project.id))
     with psycopg.connect(env.database_url, autocommit=True) as conn:
         return reports.counts(conn, env.project, int(received or 0)).model_dump()  # type: ignore[arg-type]
+
+
+def company_counts(env: Env) -> dict[str, int]:
+    """The companies the end to end made: live accounts, the domains they stand for, the
+    accounts merged (two groupIds of one domain, a work-email company and its group
+    account) and visitors linked to a company."""
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        row = conn.execute(
+            """
+            SELECT
+                (SELECT count(*) FROM accounts WHERE project_id = %(p)s AND merged_into IS NULL),
+                (SELECT count(*) FROM account_domains WHERE project_id = %(p)s),
+                (SELECT count(*) FROM account_merges WHERE project_id = %(p)s),
+                (SELECT count(*) FROM profile_accounts WHERE project_id = %(p)s)
+            """,
+            {"p": env.project.id},
+        ).fetchone()
+    assert row is not None
+    return dict(zip(("accounts", "domains", "account_merges", "profile_links"), row, strict=True))
 
 
 def tree_rss(pid: int) -> int:
@@ -548,11 +603,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--skip", default="", help="comma list of stages to skip")
+    parser.add_argument(
+        "--grown-events",
+        type=int,
+        default=10_000_000,
+        help="the grown-store stage's history: this many events and dedup keys, a tenth as"
+        " many profiles",
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma list of stages to skip: usual, grown, soak"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.visitors, args.usual_calls = 20_000, 2_000, 3_000
-        args.soak_seconds, args.stage_seconds = 60, 5
+        args.soak_seconds, args.stage_seconds, args.grown_events = 60, 5, 200_000
     skip = set(filter(None, args.skip.split(",")))
     out: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
@@ -611,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
             env, args.calls, args.visitors, args.connections, args.workers, args.concurrency
         )
 
+        if "grown" not in skip:
+            out["grown"] = grown_store(env, args)
+
         if "soak" not in skip:
             rate = out["e2e"]["calls_per_s"] / 2
             log(f"soak: {args.soak_seconds:.0f} s at {rate:,.0f} calls/s (half the e2e rate)")
@@ -628,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     (RESULTS / ("latest-quick.md" if args.quick else "latest.md")).write_text(table + "\n")
     log(f"results: bench/results/{name}")
-    return 0 if out["e2e"]["reconciled"] else 1
+    grown_ok = out["grown"]["e2e"]["reconciled"] if "grown" in out else True
+    return 0 if out["e2e"]["reconciled"] and grown_ok else 1
 
 
 def ratios(out: dict[str, Any]) -> dict[str, Any]:
@@ -642,6 +710,11 @@ def ratios(out: dict[str, Any]) -> dict[str, Any]:
     }
     if "usual" in out:
         r["e2e_vs_usual"] = e2e / out["usual"]["calls_per_s"]
+    if "grown" in out:
+        empty = sum(out["e2e"]["cpu_us_per_call"].values())
+        full = sum(out["grown"]["e2e"]["cpu_us_per_call"].values())
+        r["grown_vs_empty_cpu_per_call"] = full / empty
+        r["grown_plans_changed"] = len(out["grown"]["plans_changed"])
     if "soak" in out:
         r["worker_memory_growth"] = out["soak"]["growth"]
     return r
@@ -653,6 +726,8 @@ TARGETS = {
     "batch_vs_single_calls": (">=", 20),
     "e2e_vs_usual": (">=", 10),
     "receiver_p99_half_rate_ms": ("<", 10),
+    "grown_vs_empty_cpu_per_call": ("<=", 1.25),
+    "grown_plans_changed": ("<=", 0),
     "worker_memory_growth": ("<=", 0.10),
 }
 
@@ -694,6 +769,13 @@ def render(out: dict[str, Any]) -> str:
             ", ".join(f"{part} {us:,.0f} us" for part, us in cpu.items())
             + f" (total {sum(cpu.values()):,.0f} us)",
         )
+    if "companies" in e:
+        co = e["companies"]
+        row(
+            "end to end, companies made",
+            f"{co['accounts']:,} accounts for {co['domains']:,} domains,"
+            f" {co['account_merges']:,} merges, {co['profile_links']:,} visitors linked",
+        )
     rec = e["reconciliation"]
     row(
         "reconciliation",
@@ -702,6 +784,27 @@ def render(out: dict[str, Any]) -> str:
         f" {rec['duplicates']:,} + rejected {rec['rejected']} + dead {rec['dead_lettered']}"
         f" + in flight {rec['in_flight']}",
     )
+    if "grown" in out:
+        g = out["grown"]
+        ge = g["e2e"]
+        row(
+            "grown store (history filled first)",
+            f"{g['size']['events']:,} events, {g['size']['profiles']:,} profiles,"
+            f" {g['size']['keys']:,} dedup keys; filled in"
+            f" {sum(g['fill']['seconds'].values()):,.0f} s",
+        )
+        row(
+            "end to end on the grown store",
+            f"{ge['calls_per_s']:,.0f} calls/s; CPU per call "
+            + ", ".join(f"{part} {us:,.0f} us" for part, us in ge["cpu_us_per_call"].items())
+            + f" (total {sum(ge['cpu_us_per_call'].values()):,.0f} us);"
+            + (" reconciled" if ge["reconciled"] else " NOT reconciled"),
+        )
+        row(
+            "batch query plans, empty vs grown",
+            f"{len(g['plans'])} statements, {len(g['plans_changed'])} changed"
+            + "".join(f"; changed: {c['statement'][:60]}" for c in g["plans_changed"]),
+        )
     if "soak" in out:
         s = out["soak"]
         row(

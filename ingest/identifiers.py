@@ -9,13 +9,24 @@ They live in `ingest` so both packages import them and the dependency runs one w
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ingest.config import Settings
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyDomains:
+    """One project's exceptions to the company lists (`projects.company_free_domains`,
+    `company_work_domains`): domains that stand for no company in that project (a
+    regional ISP its visitors use), and domains that always stand for a company there."""
+
+    free: frozenset[str] = frozenset()
+    work: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +44,28 @@ class Rules:
     # domains that are always a company's
     company_extra_free_domains: frozenset[str] = frozenset()
     company_work_domains: frozenset[str] = frozenset()
+    # each project's own company exceptions, by project id (the workers load them,
+    # workers/project_rules.py); `for_project` folds one in. Not compared: a job records
+    # the rules folded for its project (ingest/reprocessing.py), not this map.
+    projects: Mapping[int, CompanyDomains] = field(default_factory=dict, compare=False)
+
+    def for_project(self, project_id: int) -> Rules:
+        """The rules a project's calls are normalized with: the deployment's, with the
+        project's company exceptions folded in (the same object when it has none)."""
+        domains = self.projects.get(project_id)
+        return self if domains is None else self.with_company_domains(domains)
+
+    def with_company_domains(self, domains: CompanyDomains) -> Rules:
+        """The project's exceptions win over the deployment's: its free domains are free
+        even if KOALA_COMPANY_WORK_DOMAINS names them, its work domains a company even if a
+        list or KOALA_COMPANY_EXTRA_FREE_DOMAINS names them (work domains win in
+        ingest/companies.py)."""
+        return replace(
+            self,
+            company_extra_free_domains=self.company_extra_free_domains | domains.free,
+            company_work_domains=(self.company_work_domains - domains.free) | domains.work,
+            projects={},
+        )
 
     @classmethod
     def of(cls, settings: Settings) -> Rules:

@@ -12,9 +12,10 @@ import psycopg
 import redis
 
 from ingest.config import Settings
-from ingest.identifiers import Rules
+from ingest.identifiers import CompanyDomains, Rules
 from ingest.queue import task_message
 from ingest.store import jobs
+from ingest.store.projects import Project
 
 
 def parse_time(value: str) -> datetime:
@@ -38,6 +39,18 @@ def params(since: datetime, until: datetime, batch_size: int, rules: Rules) -> d
         "batch_size": batch_size,
         "rules": rules.as_params(),
     }
+
+
+def project_rules(rules: Rules, project: Project) -> Rules:
+    """The deployment's rules with the project's company exceptions folded in: what a
+    reprocessing of that project records and runs with, as its live calls are normalized
+    (workers/project_rules.py)."""
+    if not project.company_free_domains and not project.company_work_domains:
+        return rules
+    return rules.with_company_domains(
+        CompanyDomains(frozenset(project.company_free_domains),
+                       frozenset(project.company_work_domains))
+    )  # fmt: skip
 
 
 def start(

@@ -97,6 +97,23 @@ def test_the_dry_run_says_what_would_be_replayed_and_claims_nothing(
     ).fetchone() == (3,)
 
 
+def test_a_discard_confirmed_after_a_dry_run_takes_only_the_letters_it_counted(
+    rx: Receiver, project: Project, db: psycopg.Connection
+) -> None:
+    ids = letters(db, project, 3)
+    base = f"/admin/projects/{project.name}/dead-letters"
+    dry = call(rx, "POST", base + "/replay", json={"all": True, "dry_run": True}).json()
+    assert (dry["matched"], dry["last_id"]) == (3, ids[-1])
+    later = letters(db, project, 2)[3:]  # failed after the operator saw the count
+    done = call(rx, "POST", base + "/discard", json={"all": True, "up_to_id": dry["last_id"]})
+    assert done.json() == {"count": 3}
+    pending = db.execute(
+        "SELECT id FROM dead_letters WHERE project_id = %s AND status = 'pending' ORDER BY id",
+        (project.id,),
+    ).fetchall()
+    assert [r[0] for r in pending] == later
+
+
 def test_an_unknown_query_parameter_is_400_naming_it(rx: Receiver, project: Project) -> None:
     answer = call(rx, "GET", f"/admin/projects/{project.name}/dead-letters", params={"reson": "x"})
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_request")
@@ -211,3 +228,22 @@ def test_postgresql_unreachable_is_503_with_retry_after(servers: Servers) -> Non
         answer = client.get("/admin/jobs", headers=AUTH)
     assert (answer.status_code, answer.json()["code"]) == (503, "database_unavailable")
     assert answer.headers["retry-after"] == "5"
+
+
+def test_company_domains_are_set_by_put_and_shown_with_the_project(
+    rx: Receiver, project: Project
+) -> None:
+    path = f"/admin/projects/{project.name}/company-domains"
+    answer = call(rx, "PUT", path, json={"free": ["isp.example"], "work": ["Bücher.de"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["company_free_domains"] == ["isp.example"]
+    assert answer.json()["company_work_domains"] == ["xn--bcher-kva.de"]
+    shown = call(rx, "GET", f"/admin/projects/{project.name}").json()
+    assert (shown["company_free_domains"], shown["company_work_domains"]) == (
+        ["isp.example"], ["xn--bcher-kva.de"],
+    )  # fmt: skip
+    bad = call(rx, "PUT", path, json={"free": ["no domain"], "work": []})
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_domain")
+    assert call(rx, "PUT", path, json={"free": []}).status_code == 400  # both lists, always
+    gone = call(rx, "PUT", "/admin/projects/nope-x/company-domains", json={"free": [], "work": []})
+    assert (gone.status_code, gone.json()["code"]) == (404, "unknown_project")

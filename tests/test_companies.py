@@ -384,3 +384,216 @@ def test_two_batches_naming_one_new_domain_at_once_make_one_company(
         thread.join(timeout=30)
         assert done.is_set()
     assert companies(db, project) == {"newco.io": ["ann@newco.io", "bob@eu.newco.io"]}
+
+
+# --- a project's own exceptions ------------------------------------------------------------
+
+
+def test_a_projects_own_free_and_work_domains_apply_to_that_project_alone(
+    db: psycopg.Connection, project: Project
+) -> None:
+    from ingest.operations import projects as project_ops
+    from ingest.operations.actor import Actor
+    from ingest.operations.context import Ops
+    from ingest.store import projects as project_rows
+    from workers.project_rules import ProjectRules
+
+    other = project_rows.create(db, f"p-{next(_n)}-other")
+    ops = Ops(db, Settings(), Actor("test:ann", "operator"))
+    # isp.example: a regional ISP (no company here); fastmail.com is on the free-mail list,
+    # but a company of this project's customers uses it as its own domain
+    done = project_ops.set_company_domains(
+        ops, project.name, ["ISP.example", "isp.example"], ["fastmail.com"]
+    )
+    assert (done.company_free_domains, done.company_work_domains) == (
+        ["isp.example"], ["fastmail.com"],
+    )  # fmt: skip
+    now = [0.0]
+    cache = ProjectRules(10.0, clock=lambda: now[0])
+    rules = cache.rules(db, RULES)
+
+    def calls() -> list[dict[str, Any]]:
+        return [
+            identify("u1", "ann@isp.example"),
+            identify("u2", "bob@mail.isp.example"),  # its subdomains too
+            identify("u3", "cy@fastmail.com"),
+            identify("u4", "dee@acme.com"),
+        ]
+
+    with db.transaction():  # one batch, both projects: each with its own rules
+        process(db, [request(project, *calls()), request(other, *calls())], rules)
+    assert companies(db, project) == {
+        "acme.com": ["dee@acme.com"],
+        "fastmail.com": ["cy@fastmail.com"],
+    }
+    assert companies(db, other) == {
+        "acme.com": ["dee@acme.com"],
+        "isp.example": ["ann@isp.example", "bob@mail.isp.example"],
+    }
+
+    # a change reaches the worker when its cache is KOALA_KEY_CACHE_SECONDS old, not before
+    project_ops.set_company_domains(ops, other.name, ["acme.com"], [])
+    assert cache.rules(db, RULES).for_project(other.id).company_extra_free_domains == frozenset()
+    now[0] = 10.0
+    assert cache.rules(db, RULES).for_project(other.id).company_extra_free_domains == {"acme.com"}
+    audited = db.execute(
+        "SELECT actor, selection FROM audit_log WHERE project_id = %s"
+        " AND action = 'project.company_domains'",
+        (project.id,),
+    ).fetchall()
+    assert audited == [
+        ("test:ann", {"free": ["isp.example"], "work": ["fastmail.com"],
+                      "before": {"free": [], "work": []}}),
+    ]  # fmt: skip
+    ops.close()
+
+
+def test_a_projects_free_domain_wins_over_the_deployments_work_domain() -> None:
+    from ingest.identifiers import CompanyDomains
+
+    deployment = Rules(
+        RULES.blocked,
+        company_work_domains=frozenset({"hey.com", "fastmail.com"}),
+        projects={7: CompanyDomains(free=frozenset({"hey.com"}))},
+    )
+    assert company_domain("ann@hey.com", deployment.for_project(7)) is None
+    assert company_domain("ann@hey.com", deployment.for_project(8)) == "hey.com"
+    assert company_domain("ann@fastmail.com", deployment.for_project(7)) == "fastmail.com"
+    assert deployment.for_project(8) is deployment  # no exceptions: nothing rebuilt
+
+
+def test_company_domains_refuse_a_non_domain_a_domain_in_both_lists_and_a_viewer(
+    db: psycopg.Connection, project: Project
+) -> None:
+    from ingest.operations import projects as project_ops
+    from ingest.operations.actor import Actor
+    from ingest.operations.context import Ops
+    from ingest.operations.errors import Forbidden, Invalid
+
+    ops = Ops(db, Settings(), Actor("test:ann", "operator"))
+    for free, work in (
+        (["not a domain"], []),
+        ([], ["localhost"]),
+        (["acme.com"], ["ACME.com"]),
+        ([], ["acme.com/x"]),
+    ):
+        with pytest.raises(Invalid) as error:
+            project_ops.set_company_domains(ops, project.name, free, work)
+        assert error.value.code == "invalid_domain"
+    viewer = Ops(db, Settings(), Actor("token:vic", "viewer"))
+    with pytest.raises(Forbidden):
+        project_ops.set_company_domains(viewer, project.name, ["isp.example"], [])
+    found = project_ops.get(viewer, project.name)
+    assert (found.company_free_domains, found.company_work_domains) == ([], [])
+    ops.close()
+    viewer.close()
+
+
+def test_the_cli_shows_sets_and_clears_a_projects_company_domains(
+    servers: Servers, project: Project
+) -> None:
+    from conftest import koala
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            koala("projects", "company-domains", project.name, *args),
+            env=servers.env(), capture_output=True, text=True,
+        )  # fmt: skip
+
+    done = cli("--free", "isp.example", "--free", "isp2.example", "--work", "hey.com")
+    assert done.returncode == 0, done.stderr
+    assert f"{project.name}: free isp.example isp2.example" in done.stdout
+    assert f"{project.name}: work hey.com" in done.stdout
+    assert cli("--free", "bad domain").returncode == 2  # Invalid: exit 2, nothing changed
+    cleared = cli("--clear")
+    assert f"{project.name}: free (none)" in cleared.stdout
+
+
+def _live_accounts(db: psycopg.Connection, project: Project) -> list[Any]:
+    return db.execute(
+        "SELECT group_id, name, domain, traits FROM accounts"
+        " WHERE project_id = %s AND merged_into IS NULL",
+        (project.id,),
+    ).fetchall()
+
+
+def test_a_group_account_merged_away_fills_what_the_survivor_lacks(
+    db: psycopg.Connection, project: Project
+) -> None:
+    # the domain's first company: no name, a plan
+    run(db, request(project, call("group", userId="u1", groupId="g-acme",
+                                  traits={"website": "acme.com", "plan": "pro"})))  # fmt: skip
+    # a second groupId of that domain merges into it, carrying a name and more traits
+    run(
+        db,
+        request(
+            project,
+            call("group", userId="u2", groupId="g-acme-eu",
+                 traits={"name": "Acme EU", "domain": "eu.acme.com", "plan": "free",
+                         "seats": 40}),
+        ),
+    )  # fmt: skip
+    # the survivor's own values win; what it lacked comes from the merged one
+    assert _live_accounts(db, project) == [
+        ("g-acme", "Acme EU", "acme.com",
+         {"website": "acme.com", "plan": "pro", "name": "Acme EU", "domain": "eu.acme.com",
+          "seats": 40}),
+    ]  # fmt: skip
+
+
+def test_several_group_accounts_merged_at_once_fill_the_survivor_oldest_first(
+    db: psycopg.Connection, project: Project
+) -> None:
+    run(
+        db,
+        request(
+            project,
+            call("group", userId="u1", groupId="g-a", traits={"domain": "acme.org"}),
+            call("group", userId="u2", groupId="g-b",
+                 traits={"domain": "acme.org", "name": "Acme B", "tier": "b"}),
+            call("group", userId="u3", groupId="g-c",
+                 traits={"domain": "www.acme.org", "name": "Acme C", "tier": "c", "c": 1}),
+        ),
+    )  # fmt: skip
+    # g-a (the lowest id) survives; on a clash the older merged account (g-b) wins
+    assert _live_accounts(db, project) == [
+        ("g-a", "Acme B", "acme.org",
+         {"domain": "acme.org", "name": "Acme B", "tier": "b", "c": 1}),
+    ]  # fmt: skip
+    assert companies(db, project) == {"acme.org": []}
+
+
+def test_a_reprocessing_applies_the_projects_exceptions_to_its_history(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    from datetime import UTC, datetime
+
+    import redis
+    from test_reprocess import SINCE, UNTIL
+
+    from ingest.operations import jobs as job_ops
+    from ingest.operations import projects as project_ops
+    from ingest.operations.actor import Actor
+    from ingest.operations.context import Ops
+    from workers.jobs import Context
+    from workers.jobs.runner import Runner
+
+    at = "2026-11-11T10:00:00.000Z"
+    assert SINCE <= datetime(2026, 11, 11, 10, tzinfo=UTC) < UNTIL
+    run(db, request(project,
+                    call("identify", userId="u1", traits={"email": "ann@fastmail.com"},
+                         timestamp=at)))  # fmt: skip
+    assert companies(db, project) == {}  # free mail by the list
+    settings = Settings(database_url=servers.database_url, redis_url=servers.redis_url)
+    ops = Ops(db, settings, Actor("test:ann", "operator"))
+    project_ops.set_company_domains(ops, project.name, [], ["fastmail.com"])
+    started = job_ops.start_reprocess(
+        ops, project.name, job_ops.ReprocessRequest(since=SINCE, until=UNTIL), "api", queue=False
+    )
+    ops.close()
+    assert started.job_id is not None
+    # the worker's context has the deployment's rules only: the job's recorded ones apply
+    ctx = Context(settings, RULES, lambda: redis.Redis.from_url(servers.redis_url))
+    runner = Runner(lambda: psycopg.connect(servers.database_url), ctx)
+    assert runner.run(started.job_id) == "done"
+    assert companies(db, project) == {"fastmail.com": ["ann@fastmail.com"]}

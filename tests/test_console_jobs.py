@@ -98,6 +98,7 @@ def test_a_reprocessing_is_counted_confirmed_and_runs_to_done_on_the_page(
     assert page.locator("form[action$='/cancel']").count() == 0
     operator.shot("job-done")
     job_id = job.get_attribute("data-job")
+    assert stack.api("GET", f"/admin/jobs/{job_id}")["trigger"] == "console"
     page = operator.goto("/console/jobs?kind=reprocess")
     row = page.locator(f"tr[data-job='{job_id}']")
     expect(row.locator("[data-field=status]")).to_have_text("done")

@@ -1,7 +1,8 @@
 """The console's projects and tokens pages in headless Chromium (#15): a project created
 in the page takes calls with its key; a key rotated with a grace of 2 s is taken beside the
 new one, then refused; the webhook secret is set and never shown back; origins are set;
-Koala's acceptance rule is set to identified; the project is revoked. A viewer token made
+Koala's acceptance rule is set to identified; company domain exceptions are set; the
+project is revoked. A viewer token made
 in the page is shown once (in the form's answer, never in an address), signs in elsewhere
 and sees no button that acts; revoked, that session ends. The audit log shows each of these
 and who did it. Screenshots under tests/artifacts/console/."""
@@ -107,6 +108,21 @@ def test_a_project_is_created_rotated_configured_and_revoked_in_the_page(
     wait_for(lambda: status_of(stack, new_key) == 400, timeout=20, interval=0.5)
     operator.shot("accept-identified")
 
+    assert section.locator("[data-field=company_domains]").inner_text() == (
+        "the deployment's lists"
+    )
+    domains = section.locator("form.company-domains")
+    domains.locator("input[name=free]").fill("isp.example, ISP2.example")
+    domains.locator("input[name=work]").fill("fastmail.com")
+    domains.locator("button[type=submit]").click()
+    expect(page.locator("p.done")).to_have_text(
+        f"Company domains of {name}: free isp.example isp2.example; work fastmail.com"
+    )
+    section = page.locator(f"section[data-project='{name}']")
+    expect(section.locator("[data-field=company_domains]")).to_have_text(
+        "no company: isp.example isp2.example; always a company: fastmail.com"
+    )
+
     clear = section.locator("form.clear-secret")
     page.once("dialog", lambda dialog: dialog.accept())
     clear.locator("button[type=submit]").click()
@@ -124,7 +140,8 @@ def test_a_project_is_created_rotated_configured_and_revoked_in_the_page(
     page = operator.goto("/console/audit")
     operator.shot("audit-projects")
     for action in ("project.create", "project.rotate_key", "project.webhook_secret",
-                   "project.allowed_origins", "project.accept", "project.revoke"):  # fmt: skip
+                   "project.allowed_origins", "project.accept", "project.company_domains",
+                   "project.revoke"):  # fmt: skip
         assert ("admin-token", name) in audit_rows(page, action), action
     assert secret not in page.content()
 

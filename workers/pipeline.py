@@ -223,14 +223,19 @@ def process(
     dead: list[DeadLetter] = []
     arrived: dict[int, tuple[int, QueuedRequest]] = {}  # id(event): its order and request
     seq = 0
+    # each project's rules (its company exceptions folded in) once per batch, not per call
+    project_rules: dict[int, Rules] = {}
     with result.timed(Stage.NORMALIZE):
         for request in requests:
             project_id = request.project_id
+            rules_of = project_rules.get(project_id)
+            if rules_of is None:
+                rules_of = project_rules[project_id] = rules.for_project(project_id)
             refused += rejection_rows(request, result)
             for call, replay_of in zip(request.calls, request.replay_of(), strict=True):
                 seq += 1
                 try:
-                    event = normalize(project_id, request.source, call, request.shared, rules)
+                    event = normalize(project_id, request.source, call, request.shared, rules_of)
                 except NormalizeError as error:
                     log.warning(
                         "call dead-lettered: %s",

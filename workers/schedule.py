@@ -77,10 +77,12 @@ def start_runs(conn: psycopg.Connection, settings: Settings, kind: str, now: flo
     if KINDS[kind].per_project:
         until = datetime.fromtimestamp(number * every, UTC)
         since = until - timedelta(hours=settings.reprocess_window_hours)
-        params = reprocessing.params(
-            since, until, settings.reprocess_batch_size, Rules.of(settings)
-        )
-        runs = [(p.id, params) for p in projects.list_active(conn)]
+        rules = Rules.of(settings)
+        runs = [
+            (p.id, reprocessing.params(since, until, settings.reprocess_batch_size,
+                                       reprocessing.project_rules(rules, p)))
+            for p in projects.list_active(conn)
+        ]  # fmt: skip
     else:
         with conn.transaction():
             runs = [(None, kinds.params_for(kind, conn, settings))]

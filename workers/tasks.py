@@ -25,7 +25,7 @@ from ingest.identifiers import Rules
 from ingest.message import QueuedRequest
 from ingest.queue import TASK_NAME
 from ingest.store import jobs
-from workers import batch, pipeline, recovery, report, schedule
+from workers import batch, pipeline, project_rules, recovery, report, schedule
 from workers import jobs as jobs_runner
 from workers.failure.policy import DeadLetter, Retry, RetryPolicy
 from workers.jobs.runner import Runner
@@ -198,9 +198,8 @@ def ingest(self: BatchTask, wire: list[dict[str, Any]]) -> dict[str, int]:
     started = time.perf_counter()
     try:
         with Pools.get().connection() as conn:
-            result = batch.run(
-                conn, task_id, requests, Rules.of(settings), settings.statement_timeout_ms
-            )
+            rules = project_rules.current(conn, Rules.of(settings), settings.key_cache_seconds)
+            result = batch.run(conn, task_id, requests, rules, settings.statement_timeout_ms)
     except Exception as error:
         return self.fail(error, task_id, queue, requests)
     if result is None:

@@ -104,6 +104,15 @@ ADMIN: list[Endpoint] = [
         body=projects.AcceptRule, acts=True, tag="projects", errors=(400, 401, 403, 404),
     ),
     Endpoint(
+        "PUT", P + "/company-domains",
+        "Replace the project's company exceptions: `free` email domains stand for no company"
+        " in it, `work` ones always for one. Workers apply them within"
+        " KOALA_KEY_CACHE_SECONDS; reprocessing applies them to stored events.",
+        projects.ProjectInfo,
+        lambda ops, path, q, b: projects.set_company_domains(ops, path["name"], b.free, b.work),
+        body=projects.CompanyDomains, acts=True, tag="projects", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
         "GET", P + "/stats",
         "Counts of a project: received = stored + duplicates + rejected + dead_lettered"
         " + in_flight.",

@@ -23,6 +23,10 @@ StageOpt = Annotated[str | None, typer.Option(help="Stage that failed.")]
 SinceOpt = Annotated[datetime | None, typer.Option(help="Failed at or after (ISO-8601).")]
 UntilOpt = Annotated[datetime | None, typer.Option(help="Failed before (ISO-8601).")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every pending letter (of --project).")]
+UpToOpt = Annotated[
+    int | None,
+    typer.Option(help="Only letters up to this id: the dry run's bound, so nothing newer."),
+]
 
 
 def _model(model: Any, **fields: Any) -> Any:
@@ -95,6 +99,7 @@ def replay(
     payload: Annotated[
         Path | None, typer.Option(help="A corrected payload (JSON file) for one id.")
     ] = None,
+    up_to_id: UpToOpt = None,
 ) -> None:
     """Send pending dead letters through the pipeline again: by ids, by a filter, or --all."""
     from rich.progress import Progress
@@ -104,19 +109,22 @@ def replay(
     corrected = orjson.loads(payload.read_bytes()) if payload is not None else None
     request = _model(letters.ReplayRequest, ids=ids or None, reason=reason, stage=stage,
                      since=since, until=until, all=every or None, dry_run=dry_run,
-                     limit=limit, payload=corrected)  # fmt: skip
+                     limit=limit, payload=corrected, up_to_id=up_to_id)  # fmt: skip
     with ops() as context:
         if dry_run or corrected is not None:
             done = letters.replay(context, project, request)
             for r in done.preview:
                 typer.echo(f"would replay {r.id} ({r.reason}, {r.message_id})")
             if dry_run:
-                typer.echo(f"matched {done.matched}; dry run, nothing replayed")
+                bound = f"; confirm with --up-to-id {done.last_id}" if done.last_id else ""
+                typer.echo(f"matched {done.matched}; dry run, nothing replayed{bound}")
                 return
         else:
-            total = letters.replay(
-                context, project, request.model_copy(update={"dry_run": True})
-            ).matched
+            dry = letters.replay(context, project, request.model_copy(update={"dry_run": True}))
+            total = dry.matched
+            if request.up_to_id is None and dry.last_id is not None:
+                # the bar's total is what the run takes: nothing that fails meanwhile
+                request = request.model_copy(update={"up_to_id": dry.last_id})
             with Progress(console=console) as bar:
                 task = bar.add_task("replaying", total=total)
                 done = letters.replay_with_progress(
@@ -132,12 +140,13 @@ def discard(
     reason: ReasonOpt = None,
     stage: StageOpt = None,
     every: AllOpt = False,
+    up_to_id: UpToOpt = None,
 ) -> None:
     """Mark pending dead letters discarded (they stay visible as discarded)."""
     if not ids and not project:
         raise fail("give dead letter ids, or --project with a filter or --all")
     selection = _model(letters.Selection, ids=ids or None, reason=reason, stage=stage,
-                       all=every or None)  # fmt: skip
+                       all=every or None, up_to_id=up_to_id)  # fmt: skip
     with ops() as context:
         done = letters.discard(context, project, selection)
     typer.echo(f"discarded {done.count}")

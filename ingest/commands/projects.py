@@ -1,5 +1,5 @@
-"""`koala-ingest projects`: projects (sources), their keys, webhook secrets, origins and
-acceptance rule.
+"""`koala-ingest projects`: projects (sources), their keys, webhook secrets, origins,
+acceptance rule and company domain exceptions.
 
 Each command calls `ingest.operations.projects` (as the admin API and the console do) and
 only prints.
@@ -199,6 +199,48 @@ def accept_(
     with ops() as context:
         done = projects.set_accept(context, name, mode.value)
     typer.echo(f"{done.name}: accept {done.accept}")
+
+
+@app.command("company-domains")
+def company_domains(
+    name: str,
+    free: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--free",
+            help="An email domain that stands for no company in this project, e.g. a regional"
+            " ISP's (repeat it).",
+        ),
+    ] = None,
+    work: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--work",
+            help="An email domain that always stands for a company in this project, even when"
+            " a free-mail or disposable list names it (repeat it).",
+        ),
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove every exception of the project.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Show, or replace (with --free/--work, or --clear), a project's company domain
+    exceptions. The given lists replace the project's; workers apply them within
+    KOALA_KEY_CACHE_SECONDS, and `koala-ingest reprocess` to stored events."""
+    if clear and (free or work):
+        raise fail("give --free/--work, or --clear, not both")
+    with ops() as context:
+        if clear or free or work:
+            done = projects.set_company_domains(context, name, free or [], work or [])
+        else:
+            done = projects.get(context, name)
+    if as_json:
+        print_json({"name": done.name, "free": done.company_free_domains,
+                    "work": done.company_work_domains})  # fmt: skip
+        return
+    typer.echo(f"{done.name}: free " + (" ".join(done.company_free_domains) or "(none)"))
+    typer.echo(f"{done.name}: work " + (" ".join(done.company_work_domains) or "(none)"))
 
 
 @app.command("revoke")

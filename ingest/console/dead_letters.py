@@ -31,9 +31,14 @@ HISTORY = 100  # audit entries shown on a letter's page
 
 def selection(given: dict[str, str]) -> dict[str, Any]:
     """The explicit selection a bulk action acts on: the page's filter, or, without one,
-    `all` (every pending letter of the project, said so on the page)."""
-    chosen = {k: given[k] for k in FILTERS if given.get(k)}
-    return chosen or {"all": True}
+    `all` (every pending letter of the project, said so on the page); a confirmed action
+    also carries the dry run's `last_id` as `up_to_id`, so it takes no letter that failed
+    after the operator saw the count."""
+    chosen: dict[str, Any] = {k: given[k] for k in FILTERS if given.get(k)} or {"all": True}
+    bound = whole(given, "up_to_id")
+    if bound is not None:
+        chosen["up_to_id"] = bound
+    return chosen
 
 
 def payload_of(text: str) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def routes(console: Console) -> list[BaseRoute]:
 
         def work(ops: Ops) -> Any:
             wanted = _reprocess_request(form, dry_run=not confirmed)
-            started = jobs.start_reprocess(ops, name, wanted, "api")
+            started = jobs.start_reprocess(ops, name, wanted, "console")
             if confirmed:
                 how = "resumed" if started.resumed else "started"
                 return f"/console/jobs/{started.job_id}?" + urlencode(

@@ -32,7 +32,7 @@ def _optional(value: str | None) -> str | None:
 
 
 def _origins(text: str) -> list[str]:
-    """One origin a line (commas and spaces separate too)."""
+    """One origin (or domain) a line (commas and spaces separate too)."""
     return [o for o in re.split(r"[\s,]+", text) if o]
 
 
@@ -139,6 +139,20 @@ def routes(console: Console) -> list[BaseRoute]:
 
         return work
 
+    def company_domains(request: Request, form: dict[str, str]) -> Any:
+        name = request.path_params["name"]
+        free, work_ = _origins(form.get("free", "")), _origins(form.get("work", ""))
+
+        def work(ops: Ops) -> str:
+            done = projects.set_company_domains(ops, name, free, work_)
+            said = (
+                f"free {' '.join(done.company_free_domains) or '(none)'};"
+                f" work {' '.join(done.company_work_domains) or '(none)'}"
+            )
+            return _back(name, f"Company domains of {name}: {said}")
+
+        return work
+
     def revoke(request: Request, form: dict[str, str]) -> Any:
         name = request.path_params["name"]
 
@@ -181,6 +195,7 @@ def routes(console: Console) -> list[BaseRoute]:
         Route(p + "/webhook-secret", console.action(webhook_secret), methods=["POST"]),
         Route(p + "/allowed-origins", console.action(allowed_origins), methods=["POST"]),
         Route(p + "/accept", console.action(accept), methods=["POST"]),
+        Route(p + "/company-domains", console.action(company_domains), methods=["POST"]),
         Route(p + "/revoke", console.action(revoke), methods=["POST"]),
         Route("/console/tokens", console.action(create_token), methods=["POST"]),
         Route("/console/tokens/{name}/revoke", console.action(revoke_token), methods=["POST"]),

@@ -91,6 +91,12 @@ class Selection(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     all: bool = Field(default=False, description="Every pending letter of the project.")
+    up_to_id: LetterId | None = Field(
+        default=None,
+        description="Only letters up to this id: a dry run's `last_id`, so that the run an"
+        " operator confirms acts on the letters the dry run counted, not on letters that"
+        " failed since.",
+    )
 
     @model_validator(mode="after")
     def explicit(self) -> Selection:
@@ -140,7 +146,9 @@ class ReplayOutcome(BaseModel):
         default=[], description=f"In a dry run, the first {PREVIEW} letters that would be replayed."
     )
     last_id: int | None = Field(
-        default=None, description="The highest id replayed: `after_id` for the next part."
+        default=None,
+        description="The highest id replayed: `after_id` for the next part. In a dry run,"
+        " the highest id it counted: `up_to_id` for the run that confirms it.",
     )
 
 
@@ -189,6 +197,7 @@ def _filter(project: Project | None, query: Query | Selection, status: str | Non
         until=query.until,
         ids=tuple(query.ids) if isinstance(query, Selection) and query.ids else None,
         after_id=after,
+        up_to_id=query.up_to_id if isinstance(query, Selection) else None,
     )
 
 
@@ -231,6 +240,7 @@ def replay(ops: Ops, name: str | None, request: ReplayRequest) -> ReplayOutcome:
             replayed=0,
             dry_run=True,
             preview=[DeadLetter.model_validate(r) for r in preview],
+            last_id=dead_letters.last_id(ops.conn, selection, request.limit),
         )
     if request.payload is not None:
         assert request.ids is not None

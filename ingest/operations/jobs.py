@@ -15,10 +15,13 @@ from ingest.operations.context import Ops
 from ingest.operations.errors import Conflict, Invalid, NotFound
 from ingest.operations.paging import Page
 from ingest.store import events, jobs, projects
+from ingest.store.projects import Project
 
 log = logging.getLogger(__name__)
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "interrupted", "skipped"]
+# who started a run: an operator's shell, a script on the admin API, the console, or beat
+Trigger = Literal["cli", "api", "console", "schedule"]
 
 
 class Job(BaseModel):
@@ -26,7 +29,7 @@ class Job(BaseModel):
     kind: str
     project: str | None
     params: dict[str, Any]
-    trigger: str
+    trigger: Trigger
     period: int | None
     status: str
     done: int
@@ -119,31 +122,32 @@ def cancel(ops: Ops, job_id: int) -> Cancelled:
     return Cancelled(job_id=job_id, status=status)
 
 
-def params_of(ops: Ops, request: ReprocessRequest) -> dict[str, Any]:
+def params_of(ops: Ops, request: ReprocessRequest, project: Project) -> dict[str, Any]:
     since, until = (reprocessing.as_utc(t) for t in (request.since, request.until))
+    rules = reprocessing.project_rules(ops.rules, project)
     try:
         return reprocessing.params(
-            since, until, request.batch_size or ops.settings.reprocess_batch_size, ops.rules
+            since, until, request.batch_size or ops.settings.reprocess_batch_size, rules
         )
     except ValueError as error:
         raise Invalid("invalid_range", f"since/until: {error}") from None
 
 
 def start_reprocess(
-    ops: Ops, name: str, request: ReprocessRequest, trigger: str, queue: bool = True
+    ops: Ops, name: str, request: ReprocessRequest, trigger: Trigger, queue: bool = True
 ) -> Started:
     """Record a reprocessing of the project's range (an unfinished run of the same range
     resumes) and, with `queue`, hand it to the workers. A dry run counts the events."""
     if request.dry_run:
         project = ops.project(name)
-        params = params_of(ops, request)
+        params = params_of(ops, request, project)
         count = events.count_in_range(
             ops.conn, project.id, reprocessing.as_utc(request.since),
             reprocessing.as_utc(request.until),
         )  # fmt: skip
         return Started(job_id=None, dry_run=True, events=count)
     project = ops.acting_on(name)
-    params = params_of(ops, request)
+    params = params_of(ops, request, project)
     try:
         job_id, resumed = reprocessing.start(
             ops.conn, project.id, params, trigger, restart=request.restart

@@ -1,12 +1,14 @@
 """Projects: list, create, rotate the key with a grace period, revoke, set or clear the
-webhook secret, set the allowed origins, set the acceptance rule (`accept`).
+webhook secret, set the allowed origins, set the acceptance rule (`accept`), set the
+project's company domain exceptions (free-mail and work domains).
 
 A public key is not a secret (it ships in every page that sends with it), so answers carry
 it; a webhook secret is one, so no answer and no audit record ever carries it, only
 whether the project has one. Every change is recorded in the audit log.
 
 Receivers apply every change within KOALA_KEY_CACHE_SECONDS (their key cache reloads);
-a new project's key works at once.
+a new project's key works at once. Workers apply company domains within the same time
+(workers/project_rules.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.acceptance import ACCEPT_ALL, ACCEPT_MODES
+from ingest.companies import ascii_domain
 from ingest.config import MAX_KEY_ROTATION_GRACE_SECONDS
 from ingest.cors import InvalidOrigin, normalize_origins
 from ingest.operations import paging
@@ -28,6 +31,7 @@ from ingest.store import projects
 from ingest.store.projects import NAME_PATTERN, Project
 
 MAX_SECRET_CHARS = 1000
+MAX_COMPANY_DOMAINS = 1000  # per list: exceptions, not a list of every company
 NAME_RULE = "a project name is 1-100 letters, digits, '.', '_' or '-' (not first)"
 AcceptMode = Literal["all", "identified"]
 ACCEPT_DESCRIPTION = (
@@ -54,6 +58,14 @@ class ProjectInfo(BaseModel):
         description="Browser origins calls may come from; null: any."
     )
     accept: AcceptMode = Field(description=ACCEPT_DESCRIPTION)
+    company_free_domains: list[str] = Field(
+        description="Email domains that stand for no company in this project (besides the"
+        " free-mail and disposable lists and KOALA_COMPANY_EXTRA_FREE_DOMAINS)."
+    )
+    company_work_domains: list[str] = Field(
+        description="Email domains that always stand for a company in this project, even"
+        " when a list names them."
+    )
     created_at: datetime | None
 
     @classmethod
@@ -67,6 +79,8 @@ class ProjectInfo(BaseModel):
             has_webhook_secret=bool(project.webhook_secret),
             allowed_origins=project.allowed_origins,
             accept=_mode(project.accept),
+            company_free_domains=project.company_free_domains,
+            company_work_domains=project.company_work_domains,
             created_at=project.created_at,
         )
 
@@ -139,6 +153,22 @@ class AcceptRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     accept: AcceptMode = Field(description=ACCEPT_DESCRIPTION)
+
+
+class CompanyDomains(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    free: list[str] = Field(
+        max_length=MAX_COMPANY_DOMAINS,
+        description="Email domains that stand for no company in this project (a regional"
+        " ISP's mail; their subdomains too). Replaces the project's list.",
+    )
+    work: list[str] = Field(
+        max_length=MAX_COMPANY_DOMAINS,
+        description="Email domains that always stand for a company in this project, even when"
+        " a free-mail or disposable list (or KOALA_COMPANY_EXTRA_FREE_DOMAINS) names them."
+        " Replaces the project's list.",
+    )
 
 
 class Query(BaseModel):
@@ -283,6 +313,52 @@ def set_accept(ops: Ops, name: str, accept: str) -> ProjectInfo:
         project = ops.project(name)
         ops.record("project.accept", project, {"accept": accept, "before": before}, 1)
     return ProjectInfo.of(project)
+
+
+def set_company_domains(ops: Ops, name: str, free: list[str], work: list[str]) -> ProjectInfo:
+    """Replace the project's company domain exceptions. They apply to calls normalized from
+    then on (workers reload them within KOALA_KEY_CACHE_SECONDS); stored events get them
+    when reprocessed (`koala-ingest reprocess`). A domain is in one list at most."""
+    ops.acting_on(name)
+    free_domains, work_domains = _domains(free), _domains(work)
+    both = sorted(set(free_domains) & set(work_domains))
+    if both:
+        raise Invalid(
+            "invalid_domain", f"a domain is either free or work, not both: {', '.join(both)}"
+        )
+    with ops.conn.transaction():
+        before = ops.project(name)
+        if not projects.set_company_domains(ops.conn, name, free_domains, work_domains):
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        project = ops.project(name)
+        ops.record(
+            "project.company_domains",
+            project,
+            {
+                "free": free_domains,
+                "work": work_domains,
+                "before": {
+                    "free": before.company_free_domains,
+                    "work": before.company_work_domains,
+                },
+            },
+            1,
+        )
+    return ProjectInfo.of(project)
+
+
+def _domains(given: list[str]) -> list[str]:
+    """Lower-case ASCII (punycode) domains, sorted, without repeats, as the deployment's
+    KOALA_COMPANY_* settings are read (ingest/config.py)."""
+    if len(given) > MAX_COMPANY_DOMAINS:
+        raise Invalid("invalid_domain", f"at most {MAX_COMPANY_DOMAINS} domains per list")
+    out = set()
+    for value in given:
+        domain = ascii_domain(value) if isinstance(value, str) else None
+        if domain is None or "." not in domain:
+            raise Invalid("invalid_domain", f"not a domain name: {str(value)[:100]!r}")
+        out.add(domain)
+    return sorted(out)
 
 
 def _check_accept(accept: str) -> None:

@@ -168,11 +168,47 @@ class AccountMerge:
 
 def merge(conn: psycopg.Connection, project_id: int, merges: list[AccountMerge]) -> None:
     """Fold accounts into others: record each merge, point the merged-away account (and
-    any merged into it before) at the survivor, and move its domains and visitors."""
+    any merged into it before) at the survivor, move its domains and visitors, and fill
+    the survivor's missing name, domain and traits from it.
+
+    The survivor's own values win: it is the domain's first company, or the group account
+    a work-email company (no name, no traits) joins. Without the fill, two group accounts
+    of one domain merging (`g-acme` then `g-acme-eu`, whose group call named it "Acme EU"
+    with a plan trait) left the company without what only the newcomer carried. Among
+    several accounts merged into one survivor at once, the oldest (lowest id) wins a
+    clash."""
     if not merges:
         return
     froms = [m.from_account for m in merges]
     intos = [m.into_account for m in merges]
+    conn.execute(
+        """
+        WITH m AS (
+            SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS m(from_id, into_id)
+        ), gaps AS (
+            SELECT m.into_id,
+                (array_agg(f.name ORDER BY f.id) FILTER (WHERE f.name IS NOT NULL))[1] AS name,
+                (array_agg(f.domain ORDER BY f.id)
+                    FILTER (WHERE f.domain IS NOT NULL))[1] AS domain
+            FROM m JOIN accounts f ON f.id = m.from_id
+            GROUP BY m.into_id
+        ), traits AS (
+            -- jsonb_object_agg keeps a key's last value: descending ids, so the oldest's
+            SELECT m.into_id, jsonb_object_agg(t.key, t.value ORDER BY f.id DESC) AS traits
+            FROM m JOIN accounts f ON f.id = m.from_id
+                CROSS JOIN LATERAL jsonb_each(f.traits) AS t
+            GROUP BY m.into_id
+        )
+        UPDATE accounts a SET
+            name = coalesce(a.name, g.name),
+            domain = coalesce(a.domain, g.domain),
+            traits = coalesce(t.traits, '{}'::jsonb) || a.traits,
+            updated_at = now()
+        FROM gaps g LEFT JOIN traits t ON t.into_id = g.into_id
+        WHERE a.id = g.into_id
+        """,
+        (froms, intos),
+    )
     conn.execute(
         """
         INSERT INTO account_merges

@@ -89,6 +89,8 @@ class Filter:
     max_replays: int | None = None
     # only letters after this id: a replay run walks the letters once, in id order
     after_id: int | None = None
+    # only letters up to this id: what a dry run counted, not what failed since
+    up_to_id: int | None = None
 
 
 def _where(f: Filter) -> tuple[str, dict[str, Any]]:
@@ -124,6 +126,9 @@ def _where(f: Filter) -> tuple[str, dict[str, Any]]:
     if f.after_id is not None:
         clauses.append("id > %(after_id)s")
         params["after_id"] = f.after_id
+    if f.up_to_id is not None:
+        clauses.append("id <= %(up_to_id)s")
+        params["up_to_id"] = f.up_to_id
     return " AND ".join(clauses), params
 
 
@@ -136,6 +141,19 @@ def find(conn: psycopg.Connection, f: Filter, limit: int) -> list[dict[str, Any]
             {**params, "limit": limit},
         )
         return cur.fetchall()
+
+
+def last_id(conn: psycopg.Connection, f: Filter, limit: int) -> int | None:
+    """The highest id among the first `limit` matching letters in id order (the order a
+    replay run walks them): a dry run's bound for the run it previews."""
+    where, params = _where(f)
+    cur = conn.execute(
+        f"SELECT max(id) FROM (SELECT id FROM dead_letters WHERE {where}"
+        " ORDER BY id LIMIT %(limit)s) AS first",
+        {**params, "limit": limit},
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def counts_by_reason(conn: psycopg.Connection, f: Filter) -> dict[str, int]:

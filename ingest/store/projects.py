@@ -9,7 +9,7 @@ still valid, so no caller has to compare times to know whether it is.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -31,6 +31,10 @@ class Project:
     previous_public_key: str | None = None
     previous_key_expires_at: datetime | None = None
     created_at: datetime | None = None
+    # companies from work emails (ingest/companies.py): this project's own free-mail
+    # domains (no company) and work domains (always a company), besides the deployment's
+    company_free_domains: list[str] = field(default_factory=list)
+    company_work_domains: list[str] = field(default_factory=list)
 
 
 COLUMNS = """id, name, public_key, webhook_secret, allowed_origins, accept,
@@ -38,7 +42,7 @@ COLUMNS = """id, name, public_key, webhook_secret, allowed_origins, accept,
         AS previous_public_key,
     CASE WHEN previous_key_expires_at > now() THEN previous_key_expires_at END
         AS previous_key_expires_at,
-    created_at"""
+    created_at, company_free_domains, company_work_domains"""
 ACTIVE = f"SELECT {COLUMNS} FROM projects WHERE revoked_at IS NULL"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z"  # the table's CHECK (0001_initial)
 
@@ -181,6 +185,37 @@ def set_accept(conn: psycopg.Connection, name: str, accept: str) -> bool:
             (accept, name),
         )
         return cur.rowcount == 1
+
+
+def set_company_domains(
+    conn: psycopg.Connection, name: str, free: list[str], work: list[str]
+) -> bool:
+    """Replace a project's company domain exceptions (ASCII domains, none in both lists).
+    The workers apply them within KOALA_KEY_CACHE_SECONDS (workers/project_rules.py)."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE projects SET company_free_domains = %s, company_work_domains = %s"
+            " WHERE name = %s AND revoked_at IS NULL",
+            (free, work, name),
+        )
+        return cur.rowcount == 1
+
+
+def company_domains(
+    conn: psycopg.Connection, ids: list[int] | None = None
+) -> dict[int, tuple[list[str], list[str]]]:
+    """(free, work) company domains of the projects that have any, revoked ones too (their
+    queued calls are still stored): one query, for the workers' cache (None: every
+    project) and for a reprocessing's recorded rules (one project)."""
+    rows = conn.execute(
+        """
+        SELECT id, company_free_domains, company_work_domains FROM projects
+        WHERE (cardinality(company_free_domains) > 0 OR cardinality(company_work_domains) > 0)
+          AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))
+        """,
+        {"ids": ids},
+    ).fetchall()
+    return {int(r[0]): (list(r[1]), list(r[2])) for r in rows}
 
 
 def revoke(conn: psycopg.Connection, name: str) -> datetime | None:
