@@ -8,13 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.audiences import MAX_KEY
 from ingest.operations import paging
 from ingest.operations.context import Ops
 from ingest.operations.errors import Invalid
 from ingest.operations.paging import Page
 from ingest.store import audiences
-
-MAX_KEY = 500
 
 
 class Audience(BaseModel):
