@@ -27,6 +27,7 @@ from ingest.config import Settings
 from ingest.identifiers import Rules
 from ingest.replay import replay
 from ingest.store import (
+    activity,
     batches,
     dead_letters,
     events,
@@ -114,6 +115,16 @@ class ExpireJob:
             for project_id in self.project_ids:
                 out.append(
                     ("events", lambda c, p=project_id: events.expire(c, p, before, DELETE_CHUNK))
+                )
+                # activity of the days wholly before the cutoff (the cutoff's own day keeps
+                # its counts until the next day's run)
+                out.append(
+                    (
+                        "activity",
+                        lambda c, p=project_id: activity.expire(
+                            c, p, before.date(), DELETE_CHUNK
+                        ),
+                    )
                 )
             out += [
                 ("rejections", lambda c: rejections.expire(c, before, DELETE_CHUNK)),
