@@ -289,12 +289,13 @@ def test_activity_equals_a_recount_through_redelivery_merges_and_deletion(
 
 
 def test_a_replayed_dead_letter_counts_once(db: psycopg.Connection, project: Project) -> None:
-    bad = call("page", "not a time", userId="u1", properties={"path": "/pricing"})
+    bad = page(DAY2, "/pricing", userId="u1")
+    fixed_id = bad.pop("messageId")  # a call without a messageId is a dead letter
     run(db, request(project, call("identify", DAY1, userId="u1",
                                   traits={"email": "ann@initech.com"}), bad))  # fmt: skip
     before = assert_recounted(db, project)
     [letter] = dead_letters.claim_for_replay(db, dead_letters.Filter(project_id=project.id), 10)
-    letter["payload"] = {**letter["payload"], "timestamp": DAY2}  # fixed by an operator
+    letter["payload"] = {**letter["payload"], "messageId": fixed_id}  # fixed by an operator
     replay = _request(letter)
     assert run(db, replay).total("stored") == 1
     after = assert_recounted(db, project)
