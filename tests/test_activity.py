@@ -187,7 +187,9 @@ def company_by_domain(db: psycopg.Connection, project: Project, domain: str) -> 
 WINDOW = (date(2026, 11, 1), date(2026, 12, 1))
 
 
-def company_view(db: psycopg.Connection, project: Project) -> dict[tuple[int, date], tuple[int, ...]]:
+def company_view(
+    db: psycopg.Connection, project: Project
+) -> dict[tuple[int, date], tuple[int, ...]]:
     """What the company queries say, per company and day."""
     out: dict[tuple[int, date], tuple[int, ...]] = {}
     for company in activity.ranked(db, project.id, *WINDOW, None, 1000):
@@ -239,9 +241,7 @@ def test_activity_equals_a_recount_through_redelivery_merges_and_deletion(
     ]
     by_pricing = activity.ranked(db, project.id, *WINDOW, "pricing", 10)
     assert [(c["account_id"], c["value"]) for c in by_pricing] == [(acme, 2), (globex, 1)]
-    assert [c["account_id"] for c in activity.ranked(db, project.id, *WINDOW, "demo", 10)] == [
-        acme
-    ]
+    assert [c["account_id"] for c in activity.ranked(db, project.id, *WINDOW, "demo", 10)] == [acme]
 
     # the same batch delivered again: all duplicates, nothing counted twice
     assert run(db, first).total("duplicates") == 12

@@ -120,7 +120,9 @@ def rebuild(
         """,
         params,
     )
-    add(conn, project_id, tally(((int(p), t, ty, ev, pr or {}) for p, t, ty, ev, pr in rows), rules))
+    add(
+        conn, project_id, tally(((int(p), t, ty, ev, pr or {}) for p, t, ty, ev, pr in rows), rules)
+    )
 
 
 def expire(conn: psycopg.Connection, project_id: int, before: date, limit: int) -> int:
@@ -220,6 +222,7 @@ def ranked(
     signal: str | None,
     limit: int,
     after: tuple[int, int] | None = None,
+    account: int | None = None,
 ) -> list[dict[str, Any]]:
     """Companies active in [since, until) (days), most active first: by their visitors'
     events, or by one signal's count (then only companies that showed it). Keyset-paged
@@ -228,7 +231,7 @@ def ranked(
         cur.execute(
             RANKED,
             {
-                **_window(project_id, since, until),
+                **_window(project_id, since, until, account),
                 "signal": signal,
                 "limit": limit,
                 "after_value": after[0] if after else None,

@@ -121,9 +121,7 @@ class ExpireJob:
                 out.append(
                     (
                         "activity",
-                        lambda c, p=project_id: activity.expire(
-                            c, p, before.date(), DELETE_CHUNK
-                        ),
+                        lambda c, p=project_id: activity.expire(c, p, before.date(), DELETE_CHUNK),
                     )
                 )
             out += [
