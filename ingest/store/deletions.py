@@ -4,8 +4,9 @@ SQL in one place: a person is the profiles holding the delete call's identifiers
 profile those were merged into, and every profile merged into any of them (the whole merge
 tree: one person, whatever ids they used). Their events, activity (migration 0012),
 identities, account links, merge records and profiles go, with dead letters and
-rejections whose payload names the identifiers. Accounts (companies) stay; deduplication keys stay too (they hold no personal
-data, and they keep a sender's retry of an old call from bringing it back).
+rejections whose payload names the identifiers. Accounts (companies) stay; deduplication
+keys stay too (they hold no personal data, and they keep a sender's retry of an old call
+from bringing it back).
 """
 
 from __future__ import annotations
