@@ -6,6 +6,9 @@ deletion, a dead letter's replay, and reprocessing."""
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
 
@@ -338,3 +341,73 @@ def test_reprocessing_applies_changed_signal_rules_to_history(
     run_reprocess(servers, db, project, hiring)
     signals = {k[3]: n for k, n in activity.of_project(db, project.id).items() if k[2] == "signal"}
     assert signals == {"hiring": 1}
+
+
+# --- the surfaces: CLI (the admin API's tests are in test_admin_api.py) ----------------
+
+
+def two_companies(db: psycopg.Connection, project: Project) -> tuple[int, int]:
+    """acme.com (two visitors, a demo request) and globex.io (one, more page views)."""
+    run(db, request(
+        project,
+        call("identify", DAY1, userId="u1", traits={"email": "ann@acme.com"}),
+        page(DAY1, "/pricing", userId="u1"),
+        call("track", DAY2, userId="u1", event="Demo Requested"),
+        page(DAY2, "/docs", anonymousId="a2"),
+        call("identify", DAY2, anonymousId="a2", traits={"email": "bob@acme.com"}),
+        call("identify", DAY1, userId="u3", traits={"email": "dee@globex.io"}),
+        *(page(DAY2, f"/blog/{i}", userId="u3") for i in range(4)),
+    ))  # fmt: skip
+    return company_by_domain(db, project, "acme.com"), company_by_domain(db, project, "globex.io")
+
+
+@pytest.fixture
+def cli(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """The `koala-ingest` command run in this process (typer's runner: no interpreter
+    start per command), with this run's servers."""
+    from typer.testing import CliRunner
+
+    from ingest.cli import app
+    from ingest.config import get_settings
+
+    for key, value in servers.env().items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+        out = runner.invoke(app, list(args))
+        return subprocess.CompletedProcess(list(args), out.exit_code, out.stdout, out.stderr)
+
+    yield invoke
+    get_settings.cache_clear()
+
+
+def test_cli_lists_companies_by_activity_and_by_signal_and_shows_one(
+    cli: Callable[..., subprocess.CompletedProcess[str]], db: psycopg.Connection, project: Project
+) -> None:
+    acme, globex = two_companies(db, project)
+    window = ("--since", "2026-11-10", "--until", "2026-11-12")
+    listed = cli("companies", "list", project.name, *window, "--json")
+    assert listed.returncode == 0, listed.stderr
+    page_ = json.loads(listed.stdout)
+    assert [(c["company"]["id"], c["events"], c["visitors"]) for c in page_["items"]] == [
+        (globex, 5, 1),
+        (acme, 5, 2),
+    ]  # a tie on events: the newer company first
+    by_demo = json.loads(
+        cli(
+            "companies", "list", project.name, *window, "--rank", "signal:demo", "--json"
+        ).stdout  # fmt: skip
+    )
+    assert [(c["company"]["domain"], c["value"]) for c in by_demo["items"]] == [("acme.com", 1)]
+    shown = cli("companies", "show", project.name, str(acme), *window)
+    assert shown.returncode == 0, shown.stderr
+    for text in ("acme.com", "ann@acme.com", "bob@acme.com", "/pricing", "demo 1"):
+        assert text in shown.stdout
+    bad = cli("companies", "list", project.name, "--rank", "signal:nope")
+    assert bad.returncode == 2 and "no signal 'nope'" in bad.stderr
+    missing = cli("companies", "show", project.name, "999999999")
+    assert missing.returncode == 1 and "no company 999999999" in missing.stderr
