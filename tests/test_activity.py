@@ -398,9 +398,7 @@ def test_cli_lists_companies_by_activity_and_by_signal_and_shows_one(
         (acme, 5, 2),
     ]  # a tie on events: the newer company first
     by_demo = json.loads(
-        cli(
-            "companies", "list", project.name, *window, "--rank", "signal:demo", "--json"
-        ).stdout  # fmt: skip
+        cli("companies", "list", project.name, *window, "--rank", "signal:demo", "--json").stdout
     )
     assert [(c["company"]["domain"], c["value"]) for c in by_demo["items"]] == [("acme.com", 1)]
     shown = cli("companies", "show", project.name, str(acme), *window)
