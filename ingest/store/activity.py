@@ -176,9 +176,9 @@ per AS (
            count(DISTINCT act.profile_id) AS visitors,
            count(DISTINCT act.profile_id) FILTER (WHERE idf.profile_id IS NOT NULL)
                AS identified,
-           coalesce(sum(n) FILTER (WHERE metric = 'events'), 0) AS events,
-           coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0) AS page_views,
-           coalesce(sum(n) FILTER (WHERE metric = 'signal' AND key = %(signal)s), 0)
+           coalesce(sum(n) FILTER (WHERE metric = 'events'), 0)::bigint AS events,
+           coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0)::bigint AS page_views,
+           coalesce(sum(n) FILTER (WHERE metric = 'signal' AND key = %(signal)s), 0)::bigint
                AS signal_n,
            max(day) AS last_day
     FROM act LEFT JOIN identified idf ON idf.profile_id = act.profile_id
@@ -186,7 +186,7 @@ per AS (
 ),
 sig AS (
     SELECT account_id, jsonb_object_agg(key, n ORDER BY key) AS signals
-    FROM (SELECT account_id, key, sum(n) AS n FROM act WHERE metric = 'signal'
+    FROM (SELECT account_id, key, sum(n)::bigint AS n FROM act WHERE metric = 'signal'
           GROUP BY account_id, key) s
     GROUP BY account_id
 ),
@@ -271,21 +271,23 @@ def company_days(
                 SELECT day, count(DISTINCT act.profile_id) AS visitors,
                        count(DISTINCT act.profile_id) FILTER (WHERE idf.profile_id IS NOT NULL)
                            AS identified,
-                       coalesce(sum(n) FILTER (WHERE metric = 'events'), 0) AS events,
-                       coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0) AS page_views
+                       coalesce(sum(n) FILTER (WHERE metric = 'events'), 0)::bigint
+                           AS events,
+                       coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0)::bigint
+                           AS page_views
                 FROM act LEFT JOIN identified idf ON idf.profile_id = act.profile_id
                 GROUP BY day
             ),
             sig AS (
                 SELECT day, jsonb_object_agg(key, n ORDER BY key) AS signals
-                FROM (SELECT day, key, sum(n) AS n FROM act WHERE metric = 'signal'
+                FROM (SELECT day, key, sum(n)::bigint AS n FROM act WHERE metric = 'signal'
                       GROUP BY day, key) s
                 GROUP BY day
             ),
             paths AS (
                 SELECT day, jsonb_agg(jsonb_build_object('path', key, 'views', n)
                                       ORDER BY n DESC, key) AS paths
-                FROM (SELECT day, key, sum(n) AS n,
+                FROM (SELECT day, key, sum(n)::bigint AS n,
                              row_number() OVER (PARTITION BY day ORDER BY sum(n) DESC, key)
                                  AS place
                       FROM act WHERE metric = 'path' GROUP BY day, key) p
@@ -315,8 +317,9 @@ def company_visitors(
             SELECT act.profile_id,
                    (SELECT min(i.value) FROM identities i
                     WHERE i.profile_id = act.profile_id AND i.kind = 'email') AS email,
-                   coalesce(sum(n) FILTER (WHERE metric = 'events'), 0) AS events,
-                   coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0) AS page_views,
+                   coalesce(sum(n) FILTER (WHERE metric = 'events'), 0)::bigint AS events,
+                   coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0)::bigint
+                       AS page_views,
                    coalesce(jsonb_object_agg(key, n) FILTER (WHERE metric = 'signal'),
                             '{{}}'::jsonb) AS signals,
                    min(day) AS first_day, max(day) AS last_day
