@@ -150,27 +150,40 @@ def of_project(conn: psycopg.Connection, project_id: int) -> dict[Key, int]:
 
 # --- company activity: visitors' rows through profile_accounts --------------------------
 
-# A company's visitors' rows in a window: `profile_accounts` points at surviving accounts
-# (an account merge moves the links), `coalesce(merged_into, id)` guards the rest.
-COMPANY_ROWS = """
+# A company's visitors' rows in a window. `profile_accounts` always names surviving
+# accounts: an account merge moves the merged-away account's links to the survivor
+# (ingest/store/accounts.py `merge`), and links are written to `found.final(...)`. So one
+# company's rows start from its links (the account index), then each visitor's days (the
+# primary key); all companies' rows start from the project's days (the day index).
+ALL_ROWS = """
 act AS (
-    SELECT coalesce(a.merged_into, a.id) AS account_id, x.profile_id, x.day, x.metric,
-           x.key, x.n
+    SELECT pa.account_id, x.profile_id, x.day, x.metric, x.key, x.n
     FROM profile_activity x
     JOIN profile_accounts pa ON pa.profile_id = x.profile_id
-    JOIN accounts a ON a.id = pa.account_id
     WHERE x.project_id = %(project)s AND x.day >= %(since)s AND x.day < %(until)s
-      AND (%(account)s::bigint IS NULL OR coalesce(a.merged_into, a.id) = %(account)s)
-),
+)"""
+ONE_ROWS = """
+act AS (
+    SELECT pa.account_id, x.profile_id, x.day, x.metric, x.key, x.n
+    FROM profile_accounts pa
+    JOIN profile_activity x ON x.profile_id = pa.profile_id
+    WHERE pa.account_id = %(account)s AND pa.project_id = %(project)s
+      AND x.day >= %(since)s AND x.day < %(until)s
+)"""
+IDENTIFIED = """
 identified AS (
     -- identified: the visitor has an email now (an identify, a form, a work email)
     SELECT DISTINCT i.profile_id FROM identities i
     WHERE i.kind = 'email' AND i.profile_id IN (SELECT profile_id FROM act)
-)
-"""
+)"""
 
-RANKED = f"""
-WITH {COMPANY_ROWS},
+
+def _rows(account: int | None) -> str:
+    return f"{ALL_ROWS if account is None else ONE_ROWS},{IDENTIFIED}"
+
+
+RANKED = """
+WITH {rows},
 per AS (
     SELECT act.account_id,
            count(DISTINCT act.profile_id) AS visitors,
@@ -229,7 +242,7 @@ def ranked(
     on (value, account id), both descending."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            RANKED,
+            RANKED.format(rows=_rows(account)),
             {
                 **_window(project_id, since, until, account),
                 "signal": signal,
@@ -266,7 +279,7 @@ def company_days(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"""
-            WITH {COMPANY_ROWS},
+            WITH {_rows(account_id)},
             per AS (
                 SELECT day, count(DISTINCT act.profile_id) AS visitors,
                        count(DISTINCT act.profile_id) FILTER (WHERE idf.profile_id IS NOT NULL)
@@ -313,7 +326,7 @@ def company_visitors(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"""
-            WITH {COMPANY_ROWS}
+            WITH {_rows(account_id)}
             SELECT act.profile_id,
                    (SELECT min(i.value) FROM identities i
                     WHERE i.profile_id = act.profile_id AND i.kind = 'email') AS email,
@@ -343,15 +356,19 @@ def recent_page_views(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             """
-            SELECT e.profile_id, e."timestamp", e.name, e.properties->>'path' AS path,
-                   e.properties->>'url' AS url
-            FROM events e
-            WHERE e.project_id = %(project)s AND e.type = 'page'
-              AND e.profile_id IN (
-                  SELECT pa.profile_id FROM profile_accounts pa JOIN accounts a
-                    ON a.id = pa.account_id
-                  WHERE coalesce(a.merged_into, a.id) = %(account)s)
-            ORDER BY e."timestamp" DESC, e.id DESC
+            SELECT v.* FROM profile_accounts pa
+            CROSS JOIN LATERAL (
+                -- each visitor's newest page views (the profile/time index), then the
+                -- newest of them all
+                SELECT e.id, e.profile_id, e."timestamp", e.name,
+                       e.properties->>'path' AS path, e.properties->>'url' AS url
+                FROM events e
+                WHERE e.profile_id = pa.profile_id AND e.type = 'page'
+                ORDER BY e."timestamp" DESC, e.id DESC
+                LIMIT %(limit)s
+            ) v
+            WHERE pa.account_id = %(account)s AND pa.project_id = %(project)s
+            ORDER BY v."timestamp" DESC, v.id DESC
             LIMIT %(limit)s
             """,
             {"project": project_id, "account": account_id, "limit": limit},
