@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS profile_activity (
     key        text NOT NULL DEFAULT '',
     n          bigint NOT NULL,
     PRIMARY KEY (profile_id, day, metric, key)
-);
+) WITH (fillfactor = 80);
+-- (room in each page: a visitor's next calls of the day update their rows in place, a HOT
+-- update that writes no index entry, as `n` is in no index)
 -- a project's activity in a window (ranking companies), newest days first
 CREATE INDEX IF NOT EXISTS profile_activity_project_day_idx
     ON profile_activity (project_id, day, profile_id);
