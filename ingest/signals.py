@@ -8,8 +8,10 @@ the `events` table finds the same day.
 
 What it adds, as (metric, key) -> 1:
 - `events`: every stored call (track, page, screen, identify, group, alias);
-- `page_views`: page calls (screens are app views with no path: not counted here);
-- `path`, key = the page's path, normalized (`page_path`): the most viewed paths;
+- `path`, key = a page call's path, normalized (`page_path`; '' when it has none): the
+  most viewed paths, and, summed, the page views (screens are app views with no path: not
+  counted). No separate page-view row: one row fewer to write for each page call's
+  visitor and day (the batch path's cost, measured: README "Company activity");
 - `signal`, key = a signal's name: once per event that matches any of the signal's rules
   (`KOALA_SIGNAL_RULES`, `parse_rules`).
 
@@ -36,7 +38,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 MAX_PATH = 300  # characters of a path kept (a longer one is cut: one key, not unbounded)
 MAX_RULES = 100
 
-Metric = Literal["events", "page_views", "path", "signal"]
+Metric = Literal["events", "path", "signal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +129,9 @@ def contributions(
     out: list[tuple[Metric, str]] = [("events", "")]
     signals: set[str] = set()
     if type_ == "page":
-        out.append(("page_views", ""))
         path = page_path(properties)
+        out.append(("path", path or ""))
         if path is not None:
-            out.append(("path", path))
             signals.update(
                 r.name for r in rules if r.kind == "path" and fnmatchcase(path, r.pattern)
             )

@@ -82,11 +82,9 @@ def test_default_rules_count_pricing_docs_and_demo_once_per_event() -> None:
     assert [k for m, k in contributions("page", None, {"path": "/demo"}, rules)
             if m == "signal"] == ["any", "demo"]  # fmt: skip
     assert contributions("identify", None, {}, rules) == [("events", "")]
-    assert contributions("page", None, {"path": "/a"}, ()) == [
-        ("events", ""),
-        ("page_views", ""),
-        ("path", "/a"),
-    ]
+    assert contributions("page", None, {"path": "/a"}, ()) == [("events", ""), ("path", "/a")]
+    # a page view without a path still counts, as the path ''
+    assert contributions("page", None, {}, DEFAULT_RULES) == [("events", ""), ("path", "")]
 
 
 def test_signal_rules_parse_and_a_bad_rule_fails_fast_in_one_line() -> None:
@@ -143,8 +141,6 @@ WITH e AS (
     FROM events WHERE project_id = %(project)s AND profile_id IS NOT NULL
 )
 SELECT profile_id, day, 'events', '', count(*) FROM e GROUP BY 1, 2
-UNION ALL
-SELECT profile_id, day, 'page_views', '', count(*) FROM e WHERE type = 'page' GROUP BY 1, 2
 UNION ALL
 SELECT profile_id, day, 'path', coalesce(path, '/'), count(*) FROM e WHERE type = 'page'
 GROUP BY 1, 2, 4
@@ -302,7 +298,7 @@ def test_a_replayed_dead_letter_counts_once(db: psycopg.Connection, project: Pro
     replay = _request(letter)
     assert run(db, replay).total("stored") == 1
     after = assert_recounted(db, project)
-    assert len(after) == len(before) + 4  # DAY2: events, page view, path, signal
+    assert len(after) == len(before) + 3  # DAY2: events, path, signal
     assert after[next(k for k in after if k[2] == "signal")] == 1
     run(db, replay)  # a second copy of the replay: a duplicate
     assert activity.of_project(db, project.id) == after

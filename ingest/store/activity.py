@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ingest.signals import SignalRule, contributions, utc_day
+from ingest.store._json import rows as json_rows
 
 Key = tuple[int, date, str, str]  # (profile, day, metric, key)
 
@@ -43,25 +44,20 @@ def tally(
 def add(conn: psycopg.Connection, project_id: int, counts: dict[Key, int]) -> None:
     """Add counts in one statement (in the batch's transaction: its deduplication keys
     make a redelivered or replayed batch a duplicate, so nothing is counted twice).
-    Sorted, so two transactions meet rows in one order."""
+    Sorted, so two transactions meet rows in one order. The rows go as one JSON text:
+    psycopg adapts five Python lists of ~1,000 items at ~13 us of client CPU per call of
+    the batch, orjson at ~4 (measured in process; the server parses either at about the
+    same cost)."""
     if not counts:
         return
-    keys = sorted(counts)
     conn.execute(
         """
         INSERT INTO profile_activity AS a (project_id, profile_id, day, metric, key, n)
-        SELECT %s, * FROM unnest(%s::bigint[], %s::date[], %s::text[], %s::text[],
-                                 %s::bigint[])
+        SELECT %s, (r->>0)::bigint, (r->>1)::date, r->>2, r->>3, (r->>4)::bigint
+        FROM json_array_elements(%s::json) AS r
         ON CONFLICT (profile_id, day, metric, key) DO UPDATE SET n = a.n + EXCLUDED.n
         """,
-        (
-            project_id,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [k[3] for k in keys],
-            [counts[k] for k in keys],
-        ),
+        (project_id, json_rows([[*k, counts[k]] for k in sorted(counts)])),
     )
 
 
@@ -130,9 +126,9 @@ def expire(conn: psycopg.Connection, project_id: int, before: date, limit: int) 
     days whose events are gone)."""
     cur = conn.execute(
         """
-        DELETE FROM profile_activity WHERE (profile_id, day, metric, key) IN (
-            SELECT profile_id, day, metric, key FROM profile_activity
-            WHERE project_id = %s AND day < %s LIMIT %s)
+        DELETE FROM profile_activity WHERE ctid = ANY(ARRAY(
+            SELECT ctid FROM profile_activity
+            WHERE project_id = %s AND day < %s LIMIT %s))
         """,
         (project_id, before, limit),
     )
@@ -154,13 +150,14 @@ def of_project(conn: psycopg.Connection, project_id: int) -> dict[Key, int]:
 # accounts: an account merge moves the merged-away account's links to the survivor
 # (ingest/store/accounts.py `merge`), and links are written to `found.final(...)`. So one
 # company's rows start from its links (the account index), then each visitor's days (the
-# primary key); all companies' rows start from the project's days (the day index).
+# primary key); all companies' rows from the project's links (only visitors of a company
+# count for companies: an anonymous visitor's rows are never read here).
 ALL_ROWS = """
 act AS (
     SELECT pa.account_id, x.profile_id, x.day, x.metric, x.key, x.n
-    FROM profile_activity x
-    JOIN profile_accounts pa ON pa.profile_id = x.profile_id
-    WHERE x.project_id = %(project)s AND x.day >= %(since)s AND x.day < %(until)s
+    FROM profile_accounts pa
+    JOIN profile_activity x ON x.profile_id = pa.profile_id
+    WHERE pa.project_id = %(project)s AND x.day >= %(since)s AND x.day < %(until)s
 )"""
 ONE_ROWS = """
 act AS (
@@ -190,7 +187,7 @@ per AS (
            count(DISTINCT act.profile_id) FILTER (WHERE idf.profile_id IS NOT NULL)
                AS identified,
            coalesce(sum(n) FILTER (WHERE metric = 'events'), 0)::bigint AS events,
-           coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0)::bigint AS page_views,
+           coalesce(sum(n) FILTER (WHERE metric = 'path'), 0)::bigint AS page_views,
            coalesce(sum(n) FILTER (WHERE metric = 'signal' AND key = %(signal)s), 0)::bigint
                AS signal_n,
            max(day) AS last_day
@@ -286,7 +283,7 @@ def company_days(
                            AS identified,
                        coalesce(sum(n) FILTER (WHERE metric = 'events'), 0)::bigint
                            AS events,
-                       coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0)::bigint
+                       coalesce(sum(n) FILTER (WHERE metric = 'path'), 0)::bigint
                            AS page_views
                 FROM act LEFT JOIN identified idf ON idf.profile_id = act.profile_id
                 GROUP BY day
@@ -303,7 +300,7 @@ def company_days(
                 FROM (SELECT day, key, sum(n)::bigint AS n,
                              row_number() OVER (PARTITION BY day ORDER BY sum(n) DESC, key)
                                  AS place
-                      FROM act WHERE metric = 'path' GROUP BY day, key) p
+                      FROM act WHERE metric = 'path' AND key <> '' GROUP BY day, key) p
                 WHERE place <= %(top)s
                 GROUP BY day
             )
@@ -331,7 +328,7 @@ def company_visitors(
                    (SELECT min(i.value) FROM identities i
                     WHERE i.profile_id = act.profile_id AND i.kind = 'email') AS email,
                    coalesce(sum(n) FILTER (WHERE metric = 'events'), 0)::bigint AS events,
-                   coalesce(sum(n) FILTER (WHERE metric = 'page_views'), 0)::bigint
+                   coalesce(sum(n) FILTER (WHERE metric = 'path'), 0)::bigint
                        AS page_views,
                    coalesce(jsonb_object_agg(key, n) FILTER (WHERE metric = 'signal'),
                             '{{}}'::jsonb) AS signals,
