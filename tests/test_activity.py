@@ -405,3 +405,29 @@ def test_cli_lists_companies_by_activity_and_by_signal_and_shows_one(
     assert bad.returncode == 2 and "no signal 'nope'" in bad.stderr
     missing = cli("companies", "show", project.name, "999999999")
     assert missing.returncode == 1 and "no company 999999999" in missing.stderr
+
+
+def test_a_batch_tally_adds_up_each_events_contributions() -> None:
+    from datetime import UTC, datetime
+
+    rules = parse_rules("demo=event:Demo Requested; demo=event:Booked; a=event:Booked; "
+                        "p=path:/p*")  # fmt: skip
+    at = datetime(2026, 11, 10, 23, 59, tzinfo=UTC)
+    items = [
+        (1, at, "track", "Booked", {}),
+        (1, at, "track", "Other", {}),
+        (1, at, "page", None, {"path": "/p/1"}),
+        (2, at, "identify", None, {}),
+        (2, at, "track", "Demo Requested", {}),
+        (None, at, "track", "Booked", {}),  # no profile: counted nowhere
+    ]
+    expected: dict[activity.Key, int] = {}
+    for profile, ts, type_, event, props in items:
+        if profile is None:
+            continue
+        for metric, key in contributions(type_, event, props, rules):
+            k = (profile, ts.date(), metric, key)
+            expected[k] = expected.get(k, 0) + 1
+    assert dict(activity.tally(items, rules)) == expected
+    assert expected[(1, at.date(), "signal", "demo")] == 1
+    assert expected[(1, at.date(), "signal", "a")] == 1

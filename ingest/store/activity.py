@@ -10,6 +10,7 @@ price is a join at read time, paid by an operator's query, not by the batch path
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -30,14 +31,25 @@ def tally(
     """(profile, timestamp, type, event name, properties) of events -> counts per
     (profile, day, metric, key): a batch's activity, aggregated so that it is one row
     per key in one statement. Events without a profile count nowhere."""
-    out: dict[Key, int] = {}
+    out: Counter[Key] = Counter()
+    # calls other than pages (most are tracks) take a shortcut to what `contributions`
+    # gives them: the events row, and the signals whose event rule names them
+    by_event: dict[str, list[str]] = {}
+    for r in rules:
+        if r.kind == "event":
+            by_event[r.pattern] = sorted({*by_event.get(r.pattern, []), r.name})
     for profile_id, timestamp, type_, event, properties in items:
         if profile_id is None:
             continue
         day = utc_day(timestamp)
+        if type_ != "page":
+            out[(profile_id, day, "events", "")] += 1
+            if type_ == "track" and event in by_event:
+                for name in by_event[event]:
+                    out[(profile_id, day, "signal", name)] += 1
+            continue
         for metric, key in contributions(type_, event, properties, rules):
-            k = (profile_id, day, metric, key)
-            out[k] = out.get(k, 0) + 1
+            out[(profile_id, day, metric, key)] += 1
     return out
 
 
