@@ -1,6 +1,6 @@
 """Company activity (issue 16, item 2): what one stored event adds to its visitor's day.
-Pure functions; the workers add it up per batch (workers/activity.py), the store keeps it
-(ingest/store/activity.py).
+Pure functions; the workers add it up per batch (workers/apply.py `apply_plan`, with
+`ingest/store/activity.py` `tally`), the store keeps it (`profile_activity`).
 
 An event counts on the UTC date of its (skew-corrected) timestamp, the time it happened,
 not the time it arrived: a late batch lands on the day it belongs to, and a recount from

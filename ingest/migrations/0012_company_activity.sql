@@ -8,8 +8,9 @@
 --
 -- `metric` is `events` (every stored call), `path` (page calls of the path in `key`, ''
 -- for a page call without one: summed, the page views) or `signal` (calls matching the
--- signal rule named `key`); `key` is '' for `events`. Incremented in each batch's one transaction, which the
--- batch's deduplication keys guard: redelivery and replay count once.
+-- signal rule named `key`); `key` is '' for `events`. Incremented in each batch's one
+-- transaction, which the batch's deduplication keys guard: redelivery and replay count
+-- once.
 --
 -- No foreign key to profiles (a check per inserted row on the hot path): the rows of an
 -- erased person are deleted with them (ingest/store/deletions.py), merged-away profiles'
