@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import typer
 
-from ingest.commands import audit, breaker, dlq, jobs, processes, projects, reports, tokens
+from ingest.commands import (
+    audit,
+    breaker,
+    companies,
+    dlq,
+    jobs,
+    processes,
+    projects,
+    reports,
+    tokens,
+)
 
 app = typer.Typer(
     help="koala-ingest: Segment calls in, visitors, companies and events out.",
@@ -20,6 +30,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(breaker.app, name="breaker")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(audit.app, name="audit")
+app.add_typer(companies.app, name="companies")
 app.command("reprocess")(jobs.reprocess)
 reports.register(app)
 for command in processes.app.registered_commands:

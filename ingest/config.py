@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ingest import redis_clients
 from ingest.breaker import BreakerPolicy
 from ingest.companies import ascii_domain
+from ingest.signals import DEFAULT_SIGNAL_RULES, parse_rules
 
 MAX_KEY_ROTATION_GRACE_SECONDS = 30 * 86400
 
@@ -285,6 +286,13 @@ class Settings(BaseSettings):
         description="Companies from work emails: comma-separated email domains that always"
         " stand for a company, even when a free-mail or disposable list names them.",
     )
+    signal_rules: str = Field(
+        default=DEFAULT_SIGNAL_RULES,
+        description="Company activity: intent signals counted per company and day, rules"
+        " separated by `;`: `name=path:GLOB` (a page path, `*` any characters) or"
+        " `name=event:NAME` (a track call's exact event name). Empty: no signals."
+        " Applies to new calls; `koala-ingest reprocess` applies it to history.",
+    )
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="text", pattern=r"^(text|json)$")
     data_dir: str = Field(
@@ -327,6 +335,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a domain name: {part!r}")
             domains.append(domain)
         return tuple(domains)
+
+    @field_validator("signal_rules")
+    @classmethod
+    def _signal_rules(cls, value: str) -> str:
+        parse_rules(value)  # SignalRuleError (a ValueError): one line naming the bad rule
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_well_within_timeouts(self) -> Settings:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ingest.signals import DEFAULT_RULES, SignalRule, parse_rules, rules_text
+
 if TYPE_CHECKING:
     from ingest.config import Settings
 
@@ -44,6 +46,8 @@ class Rules:
     # domains that are always a company's
     company_extra_free_domains: frozenset[str] = frozenset()
     company_work_domains: frozenset[str] = frozenset()
+    # company activity's intent signals (ingest/signals.py)
+    signals: tuple[SignalRule, ...] = DEFAULT_RULES
     # each project's own company exceptions, by project id (the workers load them,
     # workers/project_rules.py); `for_project` folds one in. Not compared: a job records
     # the rules folded for its project (ingest/reprocessing.py), not this map.
@@ -75,6 +79,7 @@ class Rules:
             suppress_days=settings.suppress_days,
             company_extra_free_domains=frozenset(settings.company_extra_free_domains),
             company_work_domains=frozenset(settings.company_work_domains),
+            signals=parse_rules(settings.signal_rules),
         )
 
     def as_params(self) -> dict[str, Any]:
@@ -85,6 +90,7 @@ class Rules:
             "strip_plus_tags": self.strip_plus_tags,
             "company_extra_free_domains": sorted(self.company_extra_free_domains),
             "company_work_domains": sorted(self.company_work_domains),
+            "signal_rules": rules_text(self.signals),
         }
 
     @classmethod
@@ -95,6 +101,10 @@ class Rules:
             bool(params["strip_plus_tags"]),
             company_extra_free_domains=frozenset(params.get("company_extra_free_domains", ())),
             company_work_domains=frozenset(params.get("company_work_domains", ())),
+            # (and before the signal rules: the default ones)
+            signals=parse_rules(params["signal_rules"])
+            if "signal_rules" in params
+            else DEFAULT_RULES,
         )
 
 

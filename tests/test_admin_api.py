@@ -247,3 +247,48 @@ def test_company_domains_are_set_by_put_and_shown_with_the_project(
     assert call(rx, "PUT", path, json={"free": []}).status_code == 400  # both lists, always
     gone = call(rx, "PUT", "/admin/projects/nope-x/company-domains", json={"free": [], "work": []})
     assert (gone.status_code, gone.json()["code"]) == (404, "unknown_project")
+
+
+def test_companies_rank_by_activity_and_signal_and_show_one_to_a_viewer_of_the_project(
+    rx: Receiver, servers: Servers, project: Project, db: psycopg.Connection
+) -> None:
+    from test_activity import two_companies
+
+    acme, globex = two_companies(db, project)
+    other = projects.create(db, f"c-{project.name}")
+    viewer = make_token(db, servers, "viewer", project)
+    base = f"/admin/projects/{project.name}/companies"
+    window = {"since": "2026-11-10", "until": "2026-11-12"}
+
+    answer = call(rx, "GET", base, token=viewer, params={**window, "limit": 1})
+    assert answer.status_code == 200, answer.text
+    first = answer.json()
+    assert [c["company"]["id"] for c in first["items"]] == [globex]
+    assert first["signals"] == ["demo", "docs", "pricing"]
+    rest = call(rx, "GET", base, token=viewer, params={**window, "cursor": first["next"]}).json()
+    assert [c["company"]["id"] for c in rest["items"]] == [acme] and rest["next"] is None
+    by_pricing = call(rx, "GET", base, token=viewer,
+                      params={**window, "rank": "signal:pricing"}).json()  # fmt: skip
+    assert [(c["company"]["domain"], c["value"]) for c in by_pricing["items"]] == [("acme.com", 1)]
+    shown = call(rx, "GET", f"{base}/{acme}", token=viewer, params=window).json()
+    assert (shown["totals"]["visitors"], shown["totals"]["identified"]) == (2, 2)
+    assert [d["day"] for d in shown["days"]] == ["2026-11-11", "2026-11-10"]
+    assert shown["days"][1]["top_paths"] == [{"path": "/pricing", "views": 1}]
+    assert {v["email"] for v in shown["visitors"]} == {"ann@acme.com", "bob@acme.com"}
+    assert [v["path"] for v in shown["recent_page_views"]] == ["/docs", "/pricing"]
+
+    for params, code in [
+        ({"rank": "signal:nope"}, "unknown_signal"),
+        ({"rank": "loudest"}, "invalid_request"),
+        ({"since": "2026-11-12", "until": "2026-11-10"}, "invalid_request"),
+    ]:
+        refused = call(rx, "GET", base, token=viewer, params=params)
+        assert (refused.status_code, refused.json()["code"]) == (400, code), refused.text
+        assert refused.json()["message"]
+    missing = call(rx, "GET", f"{base}/999999999", token=viewer)
+    assert (missing.status_code, missing.json()["code"]) == (404, "unknown_company")
+    # another project's company is not found through this one, nor that project at all
+    theirs = call(rx, "GET", f"/admin/projects/{other.name}/companies/{acme}")
+    assert (theirs.status_code, theirs.json()["code"]) == (404, "unknown_company")
+    hidden = call(rx, "GET", f"/admin/projects/{other.name}/companies", token=viewer)
+    assert (hidden.status_code, hidden.json()["code"]) == (404, "unknown_project")

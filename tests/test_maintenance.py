@@ -157,6 +157,11 @@ def test_expiry_forgets_old_dedup_keys_and_retention_deletes_old_data_only(
     assert stored(db, project) == {recent_call["messageId"]}
     statuses = sorted(s for _, s in letters(db, project).values())
     assert statuses == ["pending"]  # the resolved old letter went, the pending one stays
+    # company activity (migration 0012): the old day's counts went with its events
+    assert job["counts"]["activity"] >= 1
+    days = db.execute("SELECT DISTINCT day FROM profile_activity WHERE project_id = %s",
+                      (project.id,)).fetchall()  # fmt: skip
+    assert days == [(recent.astimezone(UTC).date(),)]
 
 
 def _split(db: psycopg.Connection, project: Project, identifier: str, to_profile: int) -> None:

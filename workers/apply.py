@@ -14,7 +14,17 @@ from typing import Any
 
 import psycopg
 
-from ingest.store import accounts, audiences, deletions, events, identities, merges, profiles
+from ingest.signals import SignalRule
+from ingest.store import (
+    accounts,
+    activity,
+    audiences,
+    deletions,
+    events,
+    identities,
+    merges,
+    profiles,
+)
 from ingest.store.profiles import ProfileRow
 from workers import companies
 from workers.normalize import Event
@@ -84,13 +94,30 @@ def identifiers_of(event: Event) -> list[str]:
 
 
 def apply_plan(
-    conn: psycopg.Connection, project_id: int, batch: list[Event], plan: Plan, graph: Graph
+    conn: psycopg.Connection,
+    project_id: int,
+    batch: list[Event],
+    plan: Plan,
+    graph: Graph,
+    signals: tuple[SignalRule, ...] = (),
 ) -> None:
-    """Write a new batch: the graph's changes, then its events (COPY)."""
+    """Write a new batch: the graph's changes, then its events (COPY), then what they add
+    to their visitors' activity (one statement, counted on the stored profiles)."""
     real = apply_graph(conn, project_id, batch, plan, graph)
-    assigned = [real(p) for p in plan.assignments]
-    events.insert(conn, batch, assigned, [identifiers_of(e) for e in batch])
-    apply_engage(conn, project_id, batch, assigned)
+    stored_on = [real(p) for p in plan.assignments]
+    events.insert(conn, batch, stored_on, [identifiers_of(e) for e in batch])
+    activity.add(
+        conn,
+        project_id,
+        activity.tally(
+            (
+                (p, e.timestamp, e.type, e.event, e.properties)
+                for p, e in zip(stored_on, batch, strict=True)
+            ),
+            signals,
+        ),
+    )
+    apply_engage(conn, project_id, batch, stored_on)
 
 
 def apply_engage(
@@ -135,6 +162,7 @@ def apply_graph(
     identities.move(conn, pairs)
     events.move(conn, pairs)
     audiences.move(conn, pairs)
+    activity.move(conn, pairs)
     accounts.move_links(conn, pairs)
     profiles.mark_merged(conn, pairs)
     # A merge names the profile merged away as it was; a refused merge names both sides as

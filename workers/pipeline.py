@@ -286,7 +286,7 @@ def process(
         with result.timed(Stage.RESOLVE):
             plan = resolve(batch, graph)
         with result.timed(Stage.STORE):
-            apply.apply_plan(conn, project_id, batch, plan, graph)
+            apply.apply_plan(conn, project_id, batch, plan, graph, rules.signals)
         result.count(project_id, "stored", len(batch))
         result.count(project_id, "merges", len(plan.merges))
         result.count(project_id, "merges_refused", len(plan.refused))

@@ -29,7 +29,8 @@ from typing import Any
 import psycopg
 
 from ingest.identifiers import Rules
-from ingest.store import audiences, events, identities, profiles
+from ingest.signals import utc_day
+from ingest.store import activity, audiences, events, identities, profiles
 from workers import apply
 from workers.normalize import Event, NormalizeError, normalize
 from workers.resolve import Key, event_keys, lookup_keys, resolve
@@ -131,6 +132,17 @@ def reprocess(
     audiences.forget(
         conn, project_id, [e.message_id for _, e, _, _ in rewrites if e.engage is None]
     )
+    # Activity: count again the days the events were counted on (their profile as merged
+    # now) and the days they are on now, from the rewritten events.
+    when = {row["id"]: row["timestamp"] for row, _ in batch}
+    when.update({row["id"]: row["timestamp"] for row, _ in anchored})
+    days = {(profile, utc_day(event.timestamp)) for _, event, profile, _ in rewrites}
+    days |= {
+        (real(int(previous)), utc_day(when[event_id]))
+        for event_id, previous in counted_on.items()
+        if previous is not None and event_id in when
+    }
+    activity.rebuild(conn, project_id, days, rules.signals)
     out.counts["reprocessed"] += len(batch) + len(anchored)
     out.counts["merges"] += len(plan.merges)
     out.counts["merges_refused"] += len(plan.refused)

@@ -13,6 +13,7 @@ from ingest.operations import (
     audiences,
     audit,
     breaker,
+    companies,
     dead_letters,
     debugger,
     deletions,
@@ -155,6 +156,23 @@ ADMIN: list[Endpoint] = [
         audiences.Members,
         lambda ops, path, q, b: audiences.members(ops, path["name"], path["key"], q),
         query=audiences.MembersQuery, tag="audiences",
+    ),
+    Endpoint(
+        "GET", P + "/companies",
+        "Companies active in a window of UTC days (default: the last 7), ranked by their"
+        " visitors' events (`rank=activity`) or by one intent signal (`rank=signal:NAME`),"
+        " with active and identified visitors, events, page views and signals.",
+        companies.Companies, _named(companies.ranked), query=companies.Query,
+        tag="companies",
+    ),
+    Endpoint(
+        "GET", P + "/companies/{company_id:int}",
+        "One company in a window of UTC days: totals, each day (visitors, identified,"
+        " events, page views, signals, most viewed paths), its visitors and recent page"
+        " views (a merged-away company answers for its survivor).",
+        companies.CompanyDetail,
+        lambda ops, path, q, b: companies.detail(ops, path["name"], path["company_id"], q),
+        query=companies.Window, tag="companies", not_found="unknown_company",
     ),
     Endpoint(
         "GET", P + "/debugger",

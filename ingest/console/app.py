@@ -252,6 +252,7 @@ NAV = [
     ("Rejections", "/console/rejections"),
     ("Deletions", "/console/deletions"),
     ("Profiles", "/console/profiles"),
+    ("Companies", "/console/companies"),
     ("Jobs", "/console/jobs"),
     ("Projects", "/console/projects"),
     ("Audit", "/console/audit"),

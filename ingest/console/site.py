@@ -5,11 +5,21 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from ingest.api.endpoint import AdminRuntime
-from ingest.console import audit, dead_letters, debugger, jobs, lists, overview, profiles, projects
+from ingest.console import (
+    audit,
+    companies,
+    dead_letters,
+    debugger,
+    jobs,
+    lists,
+    overview,
+    profiles,
+    projects,
+)
 from ingest.console.app import Console
 
 # in the order of the navigation (ingest/console/app.py NAV)
-PAGES = [overview, debugger, dead_letters, lists, profiles, jobs, projects, audit]
+PAGES = [overview, debugger, dead_letters, lists, profiles, companies, jobs, projects, audit]
 
 
 def routes(runtime: AdminRuntime) -> list[BaseRoute]:

@@ -2,11 +2,11 @@
 
 SQL in one place: a person is the profiles holding the delete call's identifiers, every
 profile those were merged into, and every profile merged into any of them (the whole merge
-tree: one person, whatever ids they used). Their events, identities, Engage audience and
-computed-trait history, account links, merge records and profiles go, with dead letters
-and rejections whose payload names the identifiers. Accounts (companies) stay;
-deduplication keys stay too (they hold no personal data, and they keep a sender's retry of
-an old call from bringing it back).
+tree: one person, whatever ids they used). Their events, activity (migration 0012),
+identities, Engage audience and computed-trait history, account links, merge records and
+profiles go, with dead letters and rejections whose payload names the identifiers.
+Accounts (companies) stay; deduplication keys stay too (they hold no personal data, and
+they keep a sender's retry of an old call from bringing it back).
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ gone_engage AS (
 ),
 gone_links AS (
     DELETE FROM profile_accounts WHERE profile_id IN (SELECT id FROM person) RETURNING 1
+),
+gone_activity AS (
+    DELETE FROM profile_activity WHERE profile_id IN (SELECT id FROM person) RETURNING 1
 ),
 gone_merges AS (
     DELETE FROM profile_merges

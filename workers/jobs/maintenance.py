@@ -28,6 +28,7 @@ from ingest.config import Settings
 from ingest.identifiers import Rules
 from ingest.replay import replay
 from ingest.store import (
+    activity,
     audiences,
     batches,
     dead_letters,
@@ -121,6 +122,14 @@ class ExpireJob:
                     (
                         "audience_history",
                         lambda c, p=project_id: audiences.expire(c, p, before, DELETE_CHUNK),
+                    )
+                )
+                # activity of the days wholly before the cutoff (the cutoff's own day keeps
+                # its counts until the next day's run)
+                out.append(
+                    (
+                        "activity",
+                        lambda c, p=project_id: activity.expire(c, p, before.date(), DELETE_CHUNK),
                     )
                 )
             out += [
