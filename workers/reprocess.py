@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from ingest.identifiers import Rules
-from ingest.store import events, identities, profiles
+from ingest.store import events, identities, locks, profiles
 from workers import apply
 from workers.normalize import Event, NormalizeError, normalize
 from workers.resolve import Key, event_keys, lookup_keys, resolve
@@ -92,7 +92,7 @@ def reprocess(
     counted_on = events.profiles_of(conn, ids)
     moved_meanwhile = sorted({p for p in counted_on.values() if p is not None} - before)
     if moved_meanwhile:
-        identities.lock(conn, [apply.profile_lock(p) for p in moved_meanwhile])
+        locks.profiles(conn, project_id, moved_meanwhile)
         counted_on = events.profiles_of(conn, ids)
 
     # An event without any identifier has nothing to resolve by: it stays on its profile
