@@ -11,7 +11,9 @@ Why stripes:
 - a batch takes one lock per distinct stripe of each kind, never more than `STRIPES`
   per kind, whatever its size: the bound of PostgreSQL's lock table
   (docs/scaling.md, "PostgreSQL's lock table");
-- one statement per kind takes them all, from a text or int array (no JSON to parse);
+- one statement per kind takes them all. The names or numbers go as one JSON text
+  (orjson): psycopg dumps a Python list as an array in Python, element by element
+  (measured: 1,450 names 8.9 ms, 700 ints 2.0 ms of worker CPU; their JSON 0.03 ms);
 - projects never contend: each project has its own spaces.
 
 Deadlock freedom is the same argument as before: every batch takes its identifier stripes,
@@ -32,6 +34,8 @@ from collections.abc import Iterable
 
 import psycopg
 
+from ingest.store._json import rows as json_rows
+
 IDENTIFIER, PROFILE, COMPANY = 0, 1, 2  # the kinds of lock; a space per kind and project
 KINDS = 3
 STRIPES = 1 << 31  # per kind and project (the int4 range): see above for why not fewer
@@ -51,25 +55,29 @@ def lock(conn: psycopg.Connection, project_id: int, kind: int, stripes: Iterable
     ordered = sorted(set(stripes))
     if ordered:
         conn.execute(
-            "SELECT pg_advisory_xact_lock(%s::int4, s) FROM unnest(%s::int4[]) AS s ORDER BY s",
-            (space(project_id, kind), ordered),
+            """
+            SELECT pg_advisory_xact_lock(%s::int4, s)
+            FROM (SELECT value::int4 AS s FROM json_array_elements_text(%s::json)) AS stripes
+            ORDER BY s
+            """,
+            (space(project_id, kind), json_rows(ordered)),
         ).fetchall()
 
 
 def lock_names(conn: psycopg.Connection, project_id: int, kind: int, names: list[str]) -> None:
     """Take the stripes of names, in one statement. The server hashes them
-    (`hashtextextended`, C, a few bytes a nanosecond): a good hash in Python costs the
-    worker microseconds a name (BLAKE2b: ~1.5 us a call), a cheap one is linear (CRC-32:
-    names that differ alike, `anon-A1`/`anon-B1`, `anon-A2`/`anon-B2`, collide together)."""
+    (`hashtextextended`, in C): a good hash in Python costs the worker microseconds a name
+    (BLAKE2b: ~1.5 us a call), a cheap one is linear (CRC-32: names that differ alike,
+    `anon-A1`/`anon-B1`, `anon-A2`/`anon-B2`, collide together far more than by chance)."""
     if names:
         conn.execute(
             """
             SELECT pg_advisory_xact_lock(%(space)s::int4, s)
             FROM (SELECT DISTINCT ((hashtextextended(n, 0) %% %(n)s + %(n)s) %% %(n)s)::int4 AS s
-                  FROM unnest(%(names)s::text[]) AS n) AS stripes
+                  FROM json_array_elements_text(%(names)s::json) AS n) AS stripes
             ORDER BY s
             """,
-            {"space": space(project_id, kind), "n": STRIPES, "names": names},
+            {"space": space(project_id, kind), "n": STRIPES, "names": json_rows(names)},
         ).fetchall()
 
 
