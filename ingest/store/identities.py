@@ -28,8 +28,9 @@ def emails_of(conn: psycopg.Connection, profile_ids: list[int]) -> dict[int, str
     if not profile_ids:
         return {}
     cur = conn.execute(
-        "SELECT profile_id, value FROM identities WHERE profile_id = ANY(%s) AND kind = 'email'",
-        (profile_ids,),
+        "SELECT profile_id, value FROM identities WHERE kind = 'email' AND profile_id IN"
+        " (SELECT value::bigint FROM json_array_elements_text(%s::json))",
+        (json_rows(profile_ids),),  # JSON, not a list: see profiles.load
     )
     return {int(p): str(v) for p, v in cur.fetchall()}
 
