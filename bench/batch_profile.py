@@ -4,8 +4,9 @@ statement, without Celery, Redis or a load generator in the way.
 The end-to-end benchmark's load (`bench/scenario.py`: the same mix, visitors and
 duplicates) is cut into worker batches and applied in process, exactly as a worker does
 (`workers.batch.run`: the batch claim, then `pipeline.process` in the batch's one
-transaction). Every statement is timed twice: wall time seen by the client, and the CPU
-its PostgreSQL backend spent on it (the backend's `/proc/PID/schedstat`, nanoseconds:
+transaction). Every statement is timed three ways: wall time seen by the client, the CPU
+the worker spent on it (psycopg's work: parameters, results), and the CPU its PostgreSQL
+backend spent on it (the backend's `/proc/PID/schedstat`, nanoseconds:
 pg_stat_statements needs `shared_preload_libraries`, which a shared server may not
 have). Statements are named by the store function that ran them. The batch commit is
 timed the same way.
@@ -53,6 +54,7 @@ class Meter:
     def __init__(self) -> None:
         self.wall: dict[str, int] = defaultdict(int)
         self.cpu: dict[str, int] = defaultdict(int)
+        self.own: dict[str, int] = defaultdict(int)  # this process's CPU (the worker's)
         self.count: dict[str, int] = defaultdict(int)
         self.stat: Path | None = None
         self.explain = False
@@ -64,11 +66,12 @@ class Meter:
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Any:
-        wall, cpu = time.perf_counter_ns(), self.backend_ns()
+        wall, cpu, own = time.perf_counter_ns(), self.backend_ns(), time.process_time_ns()
         try:
             yield
         finally:
             self.wall[name] += time.perf_counter_ns() - wall
+            self.own[name] += time.process_time_ns() - own
             self.cpu[name] += self.backend_ns() - cpu
             self.count[name] += 1
 
@@ -148,7 +151,7 @@ def main() -> None:
         METER.stat = Path(f"/proc/{conn.info.backend_pid}/schedstat")
         project = projects.create(conn, "profile")
         requests = requests_of(project.id, load.batches)
-        for table in (METER.wall, METER.cpu, METER.count):
+        for table in (METER.wall, METER.cpu, METER.own, METER.count):
             table.clear()
         profiler = cProfile.Profile() if args.cprofile else None
         start = time.perf_counter()
@@ -169,12 +172,15 @@ def main() -> None:
         f"{calls:,} calls ({stored:,} stored) in {batches} batches of up to {args.batch_calls}"
         f" calls: {elapsed:.1f} s, {elapsed / calls * 1e6:.0f} us wall per call"
     )
-    print(f"{'statement (caller)':44} {'runs':>6} {'wall us/call':>12} {'pg cpu us/call':>14}")
+    print(
+        f"{'statement (caller)':44} {'runs':>6} {'wall us/call':>12} {'pg cpu us/call':>14}"
+        f" {'worker cpu us/call':>18}"
+    )
     whole = "(whole batch, commit included)"
     for name in sorted(METER.wall, key=lambda k: (k == whole, -METER.cpu[k])):
         print(
             f"{name:44} {METER.count[name]:>6} {METER.wall[name] / calls / 1e3:>12.1f}"
-            f" {METER.cpu[name] / calls / 1e3:>14.1f}"
+            f" {METER.cpu[name] / calls / 1e3:>14.1f} {METER.own[name] / calls / 1e3:>18.1f}"
         )
     for name, plan in METER.plans:
         print(f"\n== {name}\n{plan}")
