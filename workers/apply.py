@@ -2,8 +2,9 @@
 with set-based statements, all inside the batch's one transaction.
 
 Lock order, the same in every worker so batches cannot deadlock on each other: dedup keys
-(claimed sorted), then the batch's identifiers, then the profiles they lead to (advisory
-locks, sorted by hash). Two workers resolving the first calls of one new visitor at once
+(claimed sorted), then the stripes of the batch's identifiers, then the stripes of the
+profiles they lead to, then those of its company domains (advisory locks, ascending;
+ingest/store/locks.py). Two workers resolving the first calls of one new visitor at once
 therefore run one after the other, and the second finds the first's profile.
 """
 
@@ -22,6 +23,7 @@ from ingest.store import (
     deletions,
     events,
     identities,
+    locks,
     merges,
     profiles,
 )
@@ -33,34 +35,27 @@ from workers.resolve import Graph, Key, Merge, Plan, Profile, event_keys, lookup
 MAX_LOCK_ROUNDS = 5
 
 
-def _identity_lock(project_id: int, kind: str, value: str) -> str:
-    return f"{project_id}:{kind}:{value}"
-
-
-def profile_lock(profile_id: int) -> str:
-    return f"profile:{profile_id}"
-
-
 def lock_identities(
     conn: psycopg.Connection,
     project_id: int,
     keys: list[Key],
     also_profiles: Iterable[int] = (),
 ) -> dict[Key, int]:
-    """Lock the identifiers, then the profiles holding them (and `also_profiles`); return
-    who holds each identifier once everything is locked."""
-    identities.lock(conn, [_identity_lock(project_id, k, v) for k, v in keys])
+    """Lock the identifiers' stripes, then the stripes of the profiles holding them (and of
+    `also_profiles`); return who holds each identifier once everything is locked."""
+    locks.identifiers(conn, project_id, keys)
     owners = identities.owners(conn, project_id, keys)
-    locked: set[int] = set()
+    held: set[int] = set()  # profile stripes
     extra = set(also_profiles)
     for _ in range(MAX_LOCK_ROUNDS):
         # Lock the profiles found, then look again: a merge that committed meanwhile may
-        # have moved an identifier to a profile not yet locked.
-        need = sorted((set(owners.values()) | extra) - locked)
+        # have moved an identifier to a profile not yet locked. A profile whose stripe was
+        # held before this look cannot have lost an identifier since: nothing to look for.
+        need = {locks.profile_stripe(p) for p in set(owners.values()) | extra} - held
         if not need:
             break
-        identities.lock(conn, [profile_lock(p) for p in need])
-        locked.update(need)
+        locks.lock(conn, project_id, locks.PROFILE, need)
+        held |= need
         owners = identities.owners(conn, project_id, keys)
     return owners
 
@@ -222,7 +217,7 @@ def apply_accounts(
 def erase(conn: psycopg.Connection, event: Event) -> deletions.Erased:
     """Carry out a delete call: erase the person its identifiers lead to, and record it.
 
-    Takes the identifier locks, then the profile locks, like a batch: a concurrent batch
+    Takes the identifier stripes, then the profile stripes, like a batch: a concurrent batch
     of the same person waits, then finds nothing and starts a new profile. (The locks come
     after the batch's own: a rare deadlock with another batch is retried.)"""
     keys = event.ids.pairs()

@@ -30,7 +30,7 @@ import psycopg
 
 from ingest.identifiers import Rules
 from ingest.signals import utc_day
-from ingest.store import activity, audiences, events, identities, profiles
+from ingest.store import activity, audiences, events, identities, locks, profiles
 from workers import apply
 from workers.normalize import Event, NormalizeError, normalize
 from workers.resolve import Key, event_keys, lookup_keys, resolve
@@ -93,7 +93,7 @@ def reprocess(
     counted_on = events.profiles_of(conn, ids)
     moved_meanwhile = sorted({p for p in counted_on.values() if p is not None} - before)
     if moved_meanwhile:
-        identities.lock(conn, [apply.profile_lock(p) for p in moved_meanwhile])
+        locks.profiles(conn, project_id, moved_meanwhile)
         counted_on = events.profiles_of(conn, ids)
 
     # An event without any identifier has nothing to resolve by: it stays on its profile

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.store import identities
+from ingest.store import locks
 from ingest.store._json import jsonb
 
 
@@ -106,9 +106,10 @@ class Holder:
 
 
 def lock_domains(conn: psycopg.Connection, project_id: int, domains: list[str]) -> None:
-    """Advisory locks on the batch's company domains, taken before its account rows are
-    written: two batches deciding the company of one domain run one after the other."""
-    identities.lock(conn, [f"{project_id}:company:{d}" for d in domains])
+    """Advisory locks on the batch's company domains (their stripes), taken before its
+    account rows are written: two batches deciding the company of one domain run one after
+    the other."""
+    locks.domains(conn, project_id, domains)
 
 
 def holders(conn: psycopg.Connection, project_id: int, domains: list[str]) -> dict[str, Holder]:

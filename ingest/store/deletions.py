@@ -165,8 +165,8 @@ FROM deletions d CROSS JOIN LATERAL unnest(d.identifiers) AS i (ident)
 WHERE d.project_id = ANY(%(projects)s::bigint[])
   AND d.lifted_at IS NULL
   AND d.deleted_at > now() - make_interval(days => %(days)s)
-  AND d.identifiers && %(idents)s::text[]
-  AND i.ident = ANY(%(idents)s::text[])
+  AND d.identifiers && ARRAY(SELECT json_array_elements_text(%(idents)s::json))
+  AND i.ident IN (SELECT json_array_elements_text(%(idents)s::json))
 GROUP BY d.project_id, i.ident
 """
 
@@ -178,14 +178,17 @@ def suppressing(
     last `days` days not lifted: (project, identifier) -> that deletion's id. One query
     for a whole batch; the `&&` overlap finds the deletions through their GIN index
     (migration 0017), so the cost follows the batch's identifiers, not how many
-    deletions the project has."""
+    deletions the project has. The identifiers go as one JSON text: as a list psycopg
+    dumps them one by one in Python (~9 ms of worker CPU for a 1,000-call batch's
+    ~1,450, for a query that nearly always finds nothing)."""
     if days <= 0 or not named:
         return {}
     idents = sorted({i for found in named.values() for i in found})
     if not idents:
         return {}
     rows = conn.execute(
-        SUPPRESSING, {"projects": sorted(named), "idents": idents, "days": days}
+        SUPPRESSING,
+        {"projects": sorted(named), "idents": orjson.dumps(idents).decode(), "days": days},
     ).fetchall()
     return {(int(p), str(i)): int(d) for p, i, d in rows if str(i) in named.get(int(p), ())}
 

@@ -9,22 +9,6 @@ from ingest.store._json import rows as json_rows
 Key = tuple[str, str]  # (kind, value)
 
 
-def lock(conn: psycopg.Connection, names: list[str]) -> None:
-    """Transaction-scoped advisory locks on identifiers (or profiles), taken in one global
-    order (by hash), so two batches touching the same visitor run one after the other and
-    cannot deadlock on these locks. `names` are strings such as `7:email:ann@acme.com`."""
-    if not names:
-        return
-    conn.execute(
-        """
-        SELECT pg_advisory_xact_lock(h)
-        FROM (SELECT DISTINCT hashtextextended(n, 0) AS h
-              FROM json_array_elements_text(%s::json) AS n ORDER BY h) AS ordered
-        """,
-        (json_rows(names),),
-    ).fetchall()
-
-
 def owners(conn: psycopg.Connection, project_id: int, keys: list[Key]) -> dict[Key, int]:
     if not keys:
         return {}
@@ -44,8 +28,9 @@ def emails_of(conn: psycopg.Connection, profile_ids: list[int]) -> dict[int, str
     if not profile_ids:
         return {}
     cur = conn.execute(
-        "SELECT profile_id, value FROM identities WHERE profile_id = ANY(%s) AND kind = 'email'",
-        (profile_ids,),
+        "SELECT profile_id, value FROM identities WHERE kind = 'email' AND profile_id IN"
+        " (SELECT value::bigint FROM json_array_elements_text(%s::json))",
+        (json_rows(profile_ids),),  # JSON, not a list: see profiles.load
     )
     return {int(p): str(v) for p, v in cur.fetchall()}
 

@@ -34,12 +34,14 @@ def allocate_ids(conn: psycopg.Connection, n: int) -> list[int]:
 
 
 def load(conn: psycopg.Connection, ids: list[int]) -> dict[int, ProfileRow]:
+    """The profiles of `ids` (a batch's: ~700 for 1,000 calls), sent as one JSON text: a
+    list psycopg dumps as an array in Python, element by element (~2 ms a batch)."""
     if not ids:
         return {}
     cur = conn.execute(
         "SELECT id, traits, trait_timestamps, event_count, first_seen, last_seen"
-        " FROM profiles WHERE id = ANY(%s)",
-        (ids,),
+        " FROM profiles WHERE id IN (SELECT value::bigint FROM json_array_elements_text(%s::json))",
+        (json_rows(ids),),
     )
     return {int(r[0]): ProfileRow(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5]) for r in cur}
 
