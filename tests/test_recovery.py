@@ -154,6 +154,12 @@ def test_whole_workers_killed_with_sigkill_under_load_lose_no_call(
         rx.proc.stop()
     stored = dict(_stored(db, project.id))
     assert set(stored) == want and set(stored.values()) == {1}
+    # what the batches added to their visitors' activity (same transaction) is exact too
+    from test_activity import recount
+
+    from ingest.store import activity
+
+    assert activity.of_project(db, project.id) == recount(db, project)
 
 
 class Load:
