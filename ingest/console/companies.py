@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from ingest.api.endpoint import MAX_ID
 from ingest.console.app import Console
-from ingest.console.lists import chosen_project, params, project_names, url
+from ingest.console.lists import paged, params
 from ingest.operations import companies
 from ingest.operations.context import Ops
 from ingest.operations.errors import NotFound
@@ -20,28 +20,7 @@ FILTERS = ("since", "until", "rank", "limit")
 
 
 def routes(console: Console) -> list[BaseRoute]:
-    def ranked(request: Request) -> Any:
-        def work(ops: Ops) -> dict[str, Any]:
-            names = project_names(ops)
-            project = chosen_project(request, names)
-            filters = params(request, *FILTERS)
-            found = None
-            if project is not None:
-                query = companies.Query.model_validate(
-                    {**filters, "cursor": request.query_params.get("cursor") or None}
-                )
-                found = companies.ranked(ops, project, query)
-            return {
-                "projects": names,
-                "project": project,
-                "filters": filters,
-                "found": found,
-                "next_url": found
-                and found.next
-                and url("/console/companies", project=project, **filters, cursor=found.next),
-            }
-
-        return work
+    ranked = paged("/console/companies", companies.ranked, companies.Query, *FILTERS)
 
     def company(request: Request) -> Any:
         name = request.query_params.get("project", "")

@@ -1,7 +1,7 @@
 """Rejections and deletions: a project's tables, filtered and paged with the one cursor.
 
-Also what the list pages share: the project picker (the projects this actor sees) and
-the reading of a query string (an empty field is no filter).
+Also what the list pages share: the paged list (`paged`), the project picker (the projects
+this actor sees) and the reading of a query string (an empty field is no filter).
 """
 
 from __future__ import annotations
@@ -53,35 +53,37 @@ def url(path: str, **query: Any) -> str:
     return f"{path}?{urlencode(given)}" if given else path
 
 
+def paged(path: str, find: Any, query_model: Any, *filter_names: str) -> Any:
+    """A project's list page, filtered by `filter_names` and paged with the API's cursor:
+    `find(ops, project, query)` is the operation, `query_model` its query."""
+
+    def page(request: Request) -> Any:
+        def work(ops: Ops) -> dict[str, Any]:
+            names = project_names(ops)
+            project = chosen_project(request, names)
+            filters = params(request, *filter_names)
+            found = None
+            if project is not None:
+                query = query_model.model_validate(
+                    {**filters, "cursor": request.query_params.get("cursor") or None}
+                )
+                found = find(ops, project, query)
+            return {
+                "projects": names,
+                "project": project,
+                "filters": filters,
+                "found": found,
+                "next_url": found
+                and found.next
+                and url(path, project=project, **filters, cursor=found.next),
+            }
+
+        return work
+
+    return page
+
+
 def routes(console: Console) -> list[BaseRoute]:
-    def paged(path: str, find: Any, query_model: Any, *filter_names: str) -> Any:
-        """A project's list, filtered by `filter_names` and paged with the API's cursor."""
-
-        def page(request: Request) -> Any:
-            def work(ops: Ops) -> dict[str, Any]:
-                names = project_names(ops)
-                project = chosen_project(request, names)
-                filters = params(request, *filter_names)
-                found = None
-                if project is not None:
-                    query = query_model.model_validate(
-                        {**filters, "cursor": request.query_params.get("cursor") or None}
-                    )
-                    found = find(ops, project, query)
-                return {
-                    "projects": names,
-                    "project": project,
-                    "filters": filters,
-                    "found": found,
-                    "next_url": found
-                    and found.next
-                    and url(path, project=project, **filters, cursor=found.next),
-                }
-
-            return work
-
-        return page
-
     rejections_page = paged(
         "/console/rejections", rejections.find, rejections.Query, "code", "limit"
     )
