@@ -31,6 +31,9 @@ class Project:
     previous_public_key: str | None = None
     previous_key_expires_at: datetime | None = None
     created_at: datetime | None = None
+    # its own limits (ingest/limits.py); None: the deployment's settings, 0: none
+    rate_limit: int | None = None
+    queue_limit: int | None = None
 
 
 COLUMNS = """id, name, public_key, webhook_secret, allowed_origins, accept,
@@ -38,7 +41,7 @@ COLUMNS = """id, name, public_key, webhook_secret, allowed_origins, accept,
         AS previous_public_key,
     CASE WHEN previous_key_expires_at > now() THEN previous_key_expires_at END
         AS previous_key_expires_at,
-    created_at"""
+    created_at, rate_limit, queue_limit"""
 ACTIVE = f"SELECT {COLUMNS} FROM projects WHERE revoked_at IS NULL"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z"  # the table's CHECK (0001_initial)
 
