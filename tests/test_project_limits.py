@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 import psycopg
 import pytest
 import redis
-from conftest import Servers
+from conftest import Servers, koala
 
 from ingest.config import ConfigError, Settings, load
 from ingest.identifiers import Rules
@@ -283,3 +284,34 @@ def test_settling_a_batch_twice_takes_its_calls_off_the_queued_count_once(
     finally:
         client.delete(ledger.queue_key, ledger.entries, ledger.since, ledger.calls, ledger.queued)
         client.close()
+
+
+# --- a project's own limits ---------------------------------------------------------------
+
+
+def test_an_operator_sets_and_resets_a_projects_own_limits(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = koala("projects", "set-limits", project.name, *args)
+        return subprocess.run(argv, env=servers.env(), capture_output=True, text=True, timeout=60)
+
+    def columns() -> tuple[int | None, int | None]:
+        row = db.execute(
+            "SELECT rate_limit, queue_limit FROM projects WHERE id = %s", (project.id,)
+        ).fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    done = cli("--rate", "0", "--queued", "5000")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{project.name}: rate none, queued 5000"
+    assert columns() == (0, 5000)
+    assert cli("--rate", "-3").returncode != 0
+    assert columns() == (0, 5000)
+    assert cli().returncode == 0  # both back to the deployment's settings
+    assert columns() == (None, None)
+    actions = db.execute(
+        "SELECT action FROM audit_log WHERE project_id = %s ORDER BY id", (project.id,)
+    ).fetchall()
+    assert [a for (a,) in actions] == ["project.limits", "project.limits"]

@@ -55,6 +55,16 @@ class ProjectInfo(BaseModel):
     )
     accept: AcceptMode = Field(description=ACCEPT_DESCRIPTION)
     created_at: datetime | None
+    rate_limit: int | None = Field(
+        default=None,
+        description="Its own calls/s limit (429 over it); null: KOALA_PROJECT_RATE_LIMIT;"
+        " 0: none.",
+    )
+    queue_limit: int | None = Field(
+        default=None,
+        description="Its own limit of calls waiting for the workers (429 over it); null:"
+        " KOALA_PROJECT_QUEUE_LIMIT; 0: none.",
+    )
 
     @classmethod
     def of(cls, project: Project) -> ProjectInfo:
@@ -68,6 +78,8 @@ class ProjectInfo(BaseModel):
             allowed_origins=project.allowed_origins,
             accept=_mode(project.accept),
             created_at=project.created_at,
+            rate_limit=project.rate_limit,
+            queue_limit=project.queue_limit,
         )
 
 
@@ -282,6 +294,32 @@ def set_accept(ops: Ops, name: str, accept: str) -> ProjectInfo:
             raise NotFound("unknown_project", f"no project named {name!r}")
         project = ops.project(name)
         ops.record("project.accept", project, {"accept": accept, "before": before}, 1)
+    return ProjectInfo.of(project)
+
+
+def set_limits(ops: Ops, name: str, rate: int | None, queued: int | None) -> ProjectInfo:
+    """The project's own limits (ingest/limits.py): calls per second, and calls waiting
+    for the workers; None: the deployment's settings, 0: no limit. Receivers apply them
+    within KOALA_KEY_CACHE_SECONDS."""
+    ops.acting_on(name)
+    for value in (rate, queued):
+        if value is not None and not 0 <= value <= 1_000_000_000:
+            raise Invalid("invalid_limit", "a limit is a whole number from 0 to 1000000000")
+    with ops.conn.transaction():
+        before = ops.project(name)
+        if not projects.set_limits(ops.conn, name, rate, queued):
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        project = ops.project(name)
+        ops.record(
+            "project.limits",
+            project,
+            {
+                "rate_limit": rate,
+                "queue_limit": queued,
+                "before": {"rate_limit": before.rate_limit, "queue_limit": before.queue_limit},
+            },
+            1,
+        )
     return ProjectInfo.of(project)
 
 

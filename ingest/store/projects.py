@@ -186,6 +186,20 @@ def set_accept(conn: psycopg.Connection, name: str, accept: str) -> bool:
         return cur.rowcount == 1
 
 
+def set_limits(
+    conn: psycopg.Connection, name: str, rate_limit: int | None, queue_limit: int | None
+) -> bool:
+    """Set a project's own limits (None: the deployment's settings, 0: none). The
+    receivers apply them within KOALA_KEY_CACHE_SECONDS (their key cache carries them)."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE projects SET rate_limit = %s, queue_limit = %s"
+            " WHERE name = %s AND revoked_at IS NULL",
+            (rate_limit, queue_limit, name),
+        )
+        return cur.rowcount == 1
+
+
 def revoke(conn: psycopg.Connection, name: str) -> datetime | None:
     """Refuse every key of the project (its previous one too) from now on; answer when
     (None: no such active project)."""
