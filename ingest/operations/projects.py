@@ -153,6 +153,22 @@ class AcceptRule(BaseModel):
     accept: AcceptMode = Field(description=ACCEPT_DESCRIPTION)
 
 
+class LimitsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit: int | None = Field(
+        ge=0,
+        le=1_000_000_000,
+        description="Calls per second (all receivers together); 0: none; null:"
+        " KOALA_PROJECT_RATE_LIMIT.",
+    )
+    queue_limit: int | None = Field(
+        ge=0,
+        le=1_000_000_000,
+        description="Calls waiting for the workers; 0: none; null: KOALA_PROJECT_QUEUE_LIMIT.",
+    )
+
+
 class Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
