@@ -54,8 +54,11 @@ RETRY_AFTER_QUEUED = 5
 
 
 class ProjectSettings(Protocol):
-    rate_limit: int | None
-    queue_limit: int | None
+    @property
+    def rate_limit(self) -> int | None: ...
+
+    @property
+    def queue_limit(self) -> int | None: ...
 
 
 def limits_for(project: ProjectSettings, rate: int, queued: int) -> Limits:

@@ -86,13 +86,17 @@ def track(n: int) -> bytes:
 
 
 def auth(project: Project) -> dict[str, str]:
-    return {"authorization": "Basic " + base64.b64encode(f"{project.public_key}:".encode()).decode()}
+    return {
+        "authorization": "Basic " + base64.b64encode(f"{project.public_key}:".encode()).decode()
+    }
 
 
 Send = Callable[[Project, int], Awaitable[httpx.Response]]
 
 
-def run_receiver(servers: Servers, body: Callable[[Send, Settings], Awaitable[Any]], **limits: int) -> Any:
+def run_receiver(
+    servers: Servers, body: Callable[[Send, Settings], Awaitable[Any]], **limits: int
+) -> Any:
     """Run `body(send, settings)` against an in-process receiver with its own queue."""
     settings = Settings(
         queue_name=f"limits-{secrets.token_hex(3)}",
@@ -109,7 +113,9 @@ def run_receiver(servers: Servers, body: Callable[[Send, Settings], Awaitable[An
             async with httpx.AsyncClient(transport=transport, base_url="http://rx") as client:
 
                 async def send(project: Project, calls: int) -> httpx.Response:
-                    return await client.post("/v1/import", content=track(calls), headers=auth(project))
+                    return await client.post(
+                        "/v1/import", content=track(calls), headers=auth(project)
+                    )
 
                 return await body(send, settings)
 
@@ -148,7 +154,9 @@ def drain(servers: Servers, db: psycopg.Connection, settings: Settings) -> int:
     return done
 
 
-def assert_reconciled(db: psycopg.Connection, servers: Servers, project: Project, stored: int) -> None:
+def assert_reconciled(
+    db: psycopg.Connection, servers: Servers, project: Project, stored: int
+) -> None:
     stats = counts(db, project, received(servers, project))
     assert (stats.received, stats.stored, stats.in_flight) == (stored, stored, 0)
 
@@ -315,3 +323,27 @@ def test_an_operator_sets_and_resets_a_projects_own_limits(
         "SELECT action FROM audit_log WHERE project_id = %s ORDER BY id", (project.id,)
     ).fetchall()
     assert [a for (a,) in actions] == ["project.limits", "project.limits"]
+
+
+def test_the_admin_api_sets_a_projects_limits_and_refuses_a_negative_one(
+    servers: Servers, db: psycopg.Connection, project: Project
+) -> None:
+    from starlette.testclient import TestClient
+
+    token = secrets.token_hex(8)
+    settings = Settings(redis_key_prefix=servers.prefix, ADMIN_TOKEN=token)
+    bearer = {"authorization": f"Bearer {token}"}
+    url = f"/admin/projects/{project.name}/limits"
+    with TestClient(create_app(settings).app) as client:
+        done = client.put(url, json={"rate_limit": 300, "queue_limit": None}, headers=bearer)
+        assert done.status_code == 200, done.text
+        assert (done.json()["rate_limit"], done.json()["queue_limit"]) == (300, None)
+        refused = client.put(url, json={"rate_limit": -1, "queue_limit": 0}, headers=bearer)
+        assert refused.status_code == 400
+        assert refused.json()["code"] == "invalid_request"
+        unsigned = client.put(url, json={"rate_limit": 1, "queue_limit": None})
+        assert unsigned.status_code == 401
+    row = db.execute(
+        "SELECT rate_limit, queue_limit FROM projects WHERE id = %s", (project.id,)
+    ).fetchone()
+    assert row == (300, None)

@@ -57,8 +57,7 @@ class ProjectInfo(BaseModel):
     created_at: datetime | None
     rate_limit: int | None = Field(
         default=None,
-        description="Its own calls/s limit (429 over it); null: KOALA_PROJECT_RATE_LIMIT;"
-        " 0: none.",
+        description="Its own calls/s limit (429 over it); null: KOALA_PROJECT_RATE_LIMIT; 0: none.",
     )
     queue_limit: int | None = Field(
         default=None,
