@@ -87,7 +87,12 @@ async def backfill(
     async def one(body: bytes) -> None:
         nonlocal taken, limited
         while True:
-            answer = await client.post("/v1/import", content=body, headers=auth(project))
+            try:
+                answer = await client.post("/v1/import", content=body, headers=auth(project))
+            except httpx.TransportError:
+                # a keep-alive connection closed under us: resend, as an SDK does (if the
+                # first copy was taken, the second is a duplicate dedup absorbs)
+                continue
             if answer.status_code == 200:
                 taken += size
                 return
