@@ -106,7 +106,7 @@ async def run(n: int, batch: bool, limits: bool = False) -> float:
     # field names: the KOALA_ names are for the environment, and as keyword arguments
     # they were silently dropped, so this tool wrote into the default queue and keys
     # --limits: per-project limits on, never reached, so every call pays for the check
-    limited = {"project_rate_limit": 10**9, "project_queue_limit": 10**9} if limits else {}
+    limited = {"project_rate_limit": 10**7, "project_queue_limit": 10**9} if limits else {}
     settings = Settings(
         queue_name="receiver-cost", redis_key_prefix=PREFIX, queue_max_depth=10**9, **limited
     )
