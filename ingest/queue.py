@@ -316,6 +316,9 @@ class ReplicationLagging(Exception):
     the sender resends; the copy that does reach the workers twice is a duplicate."""
 
 
+Pending = tuple[QueuedRequest, Limits, "asyncio.Future[None]"]
+
+
 class QueueWriter:
     """Writes requests to the queue with group commit; one instance per receiver process."""
 
@@ -339,7 +342,7 @@ class QueueWriter:
         self._counters_key = counters_key
         self._max_calls = max_calls
         self._max_depth = max_depth
-        self._pending: list[tuple[QueuedRequest, Limits, asyncio.Future[None]]] = []
+        self._pending: list[Pending] = []
         # project id -> (until when, epoch seconds; why): refused without asking Redis
         self._blocked: dict[int, tuple[float, ProjectLimited]] = {}
         self._rate_prefix = ledger.queue_key + ":ratelimit:"
@@ -375,7 +378,7 @@ class QueueWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                refused = await self._write([(request, limits) for request, limits, _ in batch])
+                refused = await self._write(batch)
             except (redis.exceptions.RedisError, OSError) as error:
                 self.healthy = False
                 for _, _, future in batch:
@@ -398,20 +401,16 @@ class QueueWriter:
                         else:
                             future.set_exception(limited)
 
-    async def _write(self, batch: list[tuple[QueuedRequest, Limits]]) -> dict[int, ProjectLimited]:
+    async def _write(self, batch: list[Pending]) -> dict[int, ProjectLimited]:
         """Write the batch's requests in one script; those of a project the script finds
         over a limit are left out (and the rest written by the script run again: a retry
         only in a flush holding a project's first calls over its limit, since from then on
         this receiver refuses that project's calls itself until the window ends). Returns
         the refused requests by their index in `batch`."""
         refused: dict[int, ProjectLimited] = {}
-        while True:
-            kept = [i for i in range(len(batch)) if i not in refused]
-            if not kept:
-                return refused
-            over = await self._write_once([batch[i] for i in kept])
-            if not over:
-                return refused
+        kept = list(range(len(batch)))
+        over = await self._write_once(batch)
+        while over:
             now = time.time()
             for o in over:
                 mine = [i for i in kept if batch[i][0].project_id == o.project_id]
@@ -422,30 +421,42 @@ class QueueWriter:
                 # until the calls/s window ends; a queued limit is asked again in a second
                 until = int(now) + 1 if o.which == "rate" else now + 1
                 self._blocked[o.project_id] = (until, error)
+            kept = [i for i in kept if i not in refused]
+            over = await self._write_once([batch[i] for i in kept]) if kept else []
+        return refused
 
-    async def _write_once(self, batch: list[tuple[QueuedRequest, Limits]]) -> list[Over]:
-        """One run of the flush script; the projects over a limit if it wrote nothing."""
+    async def _write_once(self, batch: list[Pending]) -> list[Over]:
+        """One run of the flush script; the projects over a limit if it wrote nothing.
+
+        A flush of projects without limits leaves the limit keys out: no check, no queued
+        counts and no per-message project counts in the ledger (what the receiver's code
+        costs per call stays as it was: bench/README.md). A project's queued count is so
+        the calls of its messages written while it had a limit, and its settles take off
+        only those: it never counts what it did not add."""
         received: dict[int, list[int]] = {}  # project id -> calls, requests, limits
-        for request, limits in batch:
+        limited = False
+        for request, limits, _ in batch:
             entry = received.get(request.project_id)
             if entry is None:
                 received[request.project_id] = [request.received, 1, limits.rate, limits.queued]
+                limited = limited or limits is not NO_LIMITS
             else:
                 entry[0] += request.received
                 entry[1] += 1
-        messages = chunk_requests([request for request, _ in batch], self._max_calls)
+        messages = chunk_requests([pending[0] for pending in batch], self._max_calls)
         now = time.time()
         args: list[Any] = [now, len(messages)]
         for message in messages:
             task_id = str(uuid.uuid4())
             args += (task_id, celery_message(self._queue_name, message, task_id))
-            args.append(project_counts(message))
+            args.append(project_counts(message) if limited else "")
         args.append(len(received))
         for project_id, (count, requests, rate, queued) in received.items():
             args += (project_id, count, requests, rate, queued)
         keys = [self._queue_key, self._ledger.entries, self._ledger.since, self._counters_key,
-                minute_key(self._counters_key, now), self._ledger.calls, self._ledger.queued,
-                self._rate_prefix + str(int(now))]  # fmt: skip
+                minute_key(self._counters_key, now)]  # fmt: skip
+        if limited:
+            keys += (self._ledger.calls, self._ledger.queued, self._rate_prefix + str(int(now)))
         if self._replica_acks:
             reply = await self._write_acked(keys, args)
         else:
