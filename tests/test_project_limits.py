@@ -347,3 +347,34 @@ def test_the_admin_api_sets_a_projects_limits_and_refuses_a_negative_one(
         "SELECT rate_limit, queue_limit FROM projects WHERE id = %s", (project.id,)
     ).fetchone()
     assert row == (300, None)
+
+
+def test_a_project_without_limits_leaves_no_counts_and_costs_no_check(
+    servers: Servers, db: psycopg.Connection
+) -> None:
+    """Its flushes take the light path (no limit keys): nothing in the ledger's project
+    counts, no queued count; a project with a limit in the same deployment is counted."""
+    free = projects.create(db, f"free-{secrets.token_hex(3)}")
+    capped = projects.create(db, f"capped-{secrets.token_hex(3)}")
+    db.execute("UPDATE projects SET queue_limit = 100 WHERE id = %s", (capped.id,))
+
+    async def body(send: Send, settings: Settings) -> Settings:
+        assert (await send(free, 2)).status_code == 200
+        assert (await send(capped, 3)).status_code == 200
+        return settings
+
+    settings = run_receiver(servers, body)
+    client = redis.Redis.from_url(servers.redis_url)
+    ledger = Ledger(servers.prefix, settings.queue_name)
+    try:
+        assert client.hgetall(ledger.queued) == {str(capped.id).encode(): b"3"}
+        assert list(client.hvals(ledger.calls)) == [f"{capped.id} 3".encode()]
+        assert client.hlen(ledger.entries) == 2
+    finally:
+        client.close()
+    drain(servers, db, settings)
+    client = redis.Redis.from_url(servers.redis_url)
+    assert client.hgetall(ledger.queued) == {str(capped.id).encode(): b"0"}
+    client.close()
+    assert_reconciled(db, servers, free, 2)
+    assert_reconciled(db, servers, capped, 3)
