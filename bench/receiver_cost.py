@@ -99,13 +99,17 @@ async def drive(app: FastPath, path: str, load: list[bytes], auth: bytes) -> flo
     return seconds
 
 
-async def run(n: int, batch: bool) -> float:
+async def run(n: int, batch: bool, limits: bool = False) -> float:
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
         project = projects.create(conn, f"receiver-cost-{secrets.token_hex(3)}")
     auth = b"Basic " + base64.b64encode(f"{project.public_key}:".encode())
     # field names: the KOALA_ names are for the environment, and as keyword arguments
     # they were silently dropped, so this tool wrote into the default queue and keys
-    settings = Settings(queue_name="receiver-cost", redis_key_prefix=PREFIX, queue_max_depth=10**9)
+    # --limits: per-project limits on, never reached, so every call pays for the check
+    limited = {"project_rate_limit": 10**7, "project_queue_limit": 10**9} if limits else {}
+    settings = Settings(
+        queue_name="receiver-cost", redis_key_prefix=PREFIX, queue_max_depth=10**9, **limited
+    )
     assert settings.queue_key == PREFIX + "receiver-cost", settings.queue_key
     app = create_app(settings)
     path, load = bodies(n, batch)
@@ -122,11 +126,12 @@ def clean() -> None:
         client.delete(key)
 
 
-def instructions(n: int, batch: bool) -> int:
+def instructions(n: int, batch: bool, limits: bool = False) -> int:
     """Instructions callgrind counts for a whole run of this module with `n` requests."""
     out = Path(tempfile.mkdtemp()) / "callgrind.out"
     argv = [sys.executable, "-m", "bench.receiver_cost", "--requests", str(n)]
     argv += ["--batch"] if batch else []
+    argv += ["--limits"] if limits else []
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
         capture_output=True,
@@ -144,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--batch", action="store_true", help="100-call /v1/batch requests")
     parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="per-project limits on (never reached): what their check costs",
+    )
+    parser.add_argument(
         "--callgrind",
         action="store_true",
         help="instructions per request under callgrind (N and 5N requests, the difference)",
@@ -154,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which("valgrind"):
             raise SystemExit("valgrind is not installed")
         small = max(100, args.requests // 10)
-        low, high = instructions(small, args.batch), instructions(5 * small, args.batch)
+        low = instructions(small, args.batch, args.limits)
+        high = instructions(5 * small, args.batch, args.limits)
         print(f"{(high - low) / (4 * small):,.0f} instructions per {unit} (callgrind)")
         return 0
     try:
-        seconds = asyncio.run(run(args.requests, args.batch))
+        seconds = asyncio.run(run(args.requests, args.batch, args.limits))
     finally:
         clean()
     per = 1e6 * seconds / args.requests

@@ -111,6 +111,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Queued messages above which the receiver answers 429 (backpressure).",
     )
+    project_rate_limit: int = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="Calls per second a project may send (all receivers together); over it"
+        " its requests are answered 429 + Retry-After and not counted received (the sender"
+        " retries). 0: no limit. A project's own limit (`projects set-limits`) overrides it.",
+    )
+    project_queue_limit: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Calls of one project waiting for the workers (received, not yet"
+        " committed) above which its requests are answered 429 + Retry-After until the"
+        " workers catch up. 0: no limit. A project's own limit overrides it.",
+    )
     visibility_timeout: int = Field(
         default=60,
         ge=5,

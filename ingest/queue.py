@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from ingest import metrics
+from ingest.limits import NO_LIMITS, Limits, Over, admitted, parse_over
 from ingest.message import QueuedRequest
 
 TASK_NAME = "koala.ingest"
@@ -75,6 +76,11 @@ class Ledger:
         # heartbeat (workers/recovery.py); kombu redelivers what stays stale past the
         # visibility timeout
         self.unacked_index = prefix + "unacked_index"
+        # task id -> its calls per project ("id calls id calls"), for the receiver's messages
+        self.calls = f"{prefix}ledger:{queue}:calls"
+        # project id -> calls in the ledger's receiver messages: queued or in a worker's
+        # hands (the per-project queued-calls limit, ingest/limits.py)
+        self.queued = f"{prefix}ledger:{queue}:queued"
 
 
 # The oldest receipt time of a message's calls, in its headers: the queue's age is read
@@ -168,25 +174,101 @@ def chunk_requests(requests: Iterable[QueuedRequest], max_calls: int) -> list[li
 # to parse, about a quarter of its time per single call: bench/README.md). Redis refuses
 # a script's *first* write when over maxmemory (nothing written: the receiver answers
 # 503) and lets the rest of a started script finish, so a flush is all or nothing.
+#
+# The per-project limits (ingest/limits.py) are checked in the same script, before its
+# first write: a flush holding calls of a project over its calls/s or queued-calls limit
+# writes nothing and answers which projects are over, with what each may still send; the
+# receiver drops those requests (429) and flushes the rest again. So the check costs no
+# round trip of its own, and no call is counted for a request answered 429.
+#
 # KEYS: queue, ledger entries, ledger since, received counters, and optionally this
-# minute's received counters (the console's calls-per-minute chart; kept two hours).
-# ARGV: now, n, n pairs (task id, message), then (project id, calls received) pairs.
-# Returns the queue's length.
+# minute's received counters (the console's calls-per-minute chart; kept two hours), then
+# optionally the ledger's per-message project counts, the queued counters (project -> calls
+# in the ledger) and this second's calls counters (kept two seconds).
+# ARGV: now, n, n triples (task id, message, its project counts "id calls id calls ..."),
+# then m, then m quintuples (project id, calls, requests, calls/s limit, queued limit;
+# a limit of 0 is none).
+# Returns {queue length} when written, else {-1, then per project over a limit: id, which
+# limit ("rate" or "queued"), calls it may still send, 1 if it has none counted yet}.
 ENQUEUE_SCRIPT = """
 local n = tonumber(ARGV[2])
+local p = 3 + 3 * n
+local m = tonumber(ARGV[p])
+if KEYS[7] then
+  local over = {}
+  for j = p + 1, p + 5 * m, 5 do
+    local c, reqs = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+    local rate, queued = tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
+    local which, left, fresh = nil, nil, 0
+    if rate > 0 then
+      local now = tonumber(redis.call('HGET', KEYS[8], ARGV[j]) or '0')
+      if now + c > rate and not (now == 0 and reqs == 1) then
+        which, left = 'rate', rate - now
+        if now == 0 then fresh = 1 end
+      end
+    end
+    if queued > 0 then
+      local q = tonumber(redis.call('HGET', KEYS[7], ARGV[j]) or '0')
+      if q + c > queued and not (q <= 0 and reqs == 1) and (left == nil or queued - q < left) then
+        which, left = 'queued', queued - q
+        if q <= 0 then fresh = 1 else fresh = 0 end
+      end
+    end
+    if which then
+      over[#over + 1] = ARGV[j]
+      over[#over + 1] = which
+      over[#over + 1] = math.max(left, 0)
+      over[#over + 1] = fresh
+    end
+  end
+  if #over > 0 then
+    table.insert(over, 1, -1)
+    return over
+  end
+end
 for i = 0, n - 1 do
-  local id, message = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local id, message = ARGV[3 + 3 * i], ARGV[4 + 3 * i]
   redis.call('LPUSH', KEYS[1], message)
   redis.call('HSET', KEYS[2], id, message)
   redis.call('ZADD', KEYS[3], ARGV[1], id)
+  if KEYS[6] then redis.call('HSET', KEYS[6], id, ARGV[5 + 3 * i]) end
 end
-for j = 3 + 2 * n, #ARGV, 2 do
+for j = p + 1, p + 5 * m, 5 do
   redis.call('HINCRBY', KEYS[4], ARGV[j], ARGV[j + 1])
   if KEYS[5] then redis.call('HINCRBY', KEYS[5], ARGV[j], ARGV[j + 1]) end
+  if KEYS[7] then
+    redis.call('HINCRBY', KEYS[7], ARGV[j], ARGV[j + 1])
+    if tonumber(ARGV[j + 3]) > 0 then redis.call('HINCRBY', KEYS[8], ARGV[j], ARGV[j + 1]) end
+  end
 end
 if KEYS[5] then redis.call('EXPIRE', KEYS[5], 7200) end
-return redis.call('LLEN', KEYS[1])
+if KEYS[8] then redis.call('EXPIRE', KEYS[8], 2) end
+return {redis.call('LLEN', KEYS[1])}
 """
+
+# A batch is committed (or found committed): its ledger entry goes, and the calls it held
+# leave its projects' queued counters, in one script, so the counters are exactly the
+# calls of the ledger's entries the receiver wrote (a replay's entry carries no project
+# counts: its calls were counted received long ago). Settling twice decrements once: only
+# the script that removes the entry does.
+# KEYS: ledger entries, ledger since, ledger project counts, queued counters. ARGV: task ids.
+SETTLE_SCRIPT = """
+for _, id in ipairs(ARGV) do
+  local counts = redis.call('HGET', KEYS[3], id)
+  if redis.call('HDEL', KEYS[1], id) == 1 and counts then
+    for project, calls in string.gmatch(counts, '(%d+) (%d+)') do
+      redis.call('HINCRBY', KEYS[4], project, -tonumber(calls))
+    end
+  end
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return 0
+"""
+
+
+def settle_keys(ledger: Ledger) -> list[str]:
+    return [ledger.entries, ledger.since, ledger.calls, ledger.queued]
 
 
 def enqueue_with_ledger(client: Any, ledger: Ledger, messages: list[tuple[str, bytes]]) -> int:
@@ -196,9 +278,19 @@ def enqueue_with_ledger(client: Any, ledger: Ledger, messages: list[tuple[str, b
     between kombu's two steps, and nothing would put it back. Returns the queue's length."""
     args: list[Any] = [time.time(), len(messages)]
     for task_id, message in messages:
-        args += (task_id, message)
+        args += (task_id, message, "")
+    args.append(0)
     keys = [ledger.queue_key, ledger.entries, ledger.since, ledger.queue_key + ":unused"]
-    return int(client.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args))
+    return int(client.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args)[0])
+
+
+def project_counts(message: list[dict[str, Any]]) -> str:
+    """A message's calls per project, as the ledger keeps them: "id calls id calls"."""
+    counts: dict[int, int] = {}
+    for request in message:
+        calls = len(request["calls"]) + len(request["rejected"])
+        counts[request["project_id"]] = counts.get(request["project_id"], 0) + calls
+    return " ".join(f"{project} {calls}" for project, calls in counts.items())
 
 
 class QueueUnavailable(Exception):
@@ -209,10 +301,22 @@ class QueueFull(Exception):
     """The queue is deeper than its ceiling: the caller answers 429 (backpressure)."""
 
 
+class ProjectLimited(Exception):
+    """The request's project is over one of its limits (ingest/limits.py): the caller
+    answers 429 + Retry-After; nothing of the request was written or counted."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ReplicationLagging(Exception):
     """The calls are queued on the primary, but fewer replicas than asked for acknowledged
     them in time: the caller answers 503 + Retry-After. A failover now could lose them, so
     the sender resends; the copy that does reach the workers twice is a duplicate."""
+
+
+Pending = tuple[QueuedRequest, Limits, "asyncio.Future[None]"]
 
 
 class QueueWriter:
@@ -238,7 +342,10 @@ class QueueWriter:
         self._counters_key = counters_key
         self._max_calls = max_calls
         self._max_depth = max_depth
-        self._pending: list[tuple[QueuedRequest, asyncio.Future[None]]] = []
+        self._pending: list[Pending] = []
+        # project id -> (until when, epoch seconds; why): refused without asking Redis
+        self._blocked: dict[int, tuple[float, ProjectLimited]] = {}
+        self._rate_prefix = ledger.queue_key + ":ratelimit:"
         self._flusher: asyncio.Task[None] | None = None
         self._enqueue = client.register_script(ENQUEUE_SCRIPT)
         self._replica_acks = replica_acks
@@ -250,12 +357,19 @@ class QueueWriter:
     def full(self) -> bool:
         return self.depth >= self._max_depth
 
-    async def put(self, request: QueuedRequest) -> None:
-        """Return once the request is in Redis; raise QueueUnavailable / QueueFull otherwise."""
+    async def put(self, request: QueuedRequest, limits: Limits = NO_LIMITS) -> None:
+        """Return once the request is in Redis; raise QueueUnavailable / QueueFull /
+        ProjectLimited otherwise."""
         if self.full:
             raise QueueFull(f"queue depth {self.depth} is at its ceiling {self._max_depth}")
+        if self._blocked:
+            blocked = self._blocked.get(request.project_id)
+            if blocked is not None:
+                if time.time() < blocked[0]:
+                    raise blocked[1]
+                del self._blocked[request.project_id]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+        self._pending.append((request, limits, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop())
         await future
@@ -264,46 +378,96 @@ class QueueWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await self._write([request for request, _ in batch])
+                refused = await self._write(batch)
             except (redis.exceptions.RedisError, OSError) as error:
                 self.healthy = False
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(QueueUnavailable(str(error)))
             except ReplicationLagging as lagging:
                 # Redis took the write: this receiver is healthy (every receiver sees the
                 # same replicas, so failing readiness here would empty the load balancer)
                 self.healthy = True
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(lagging)
             else:
                 self.healthy = True
-                for _, future in batch:
+                for i, (_, _, future) in enumerate(batch):
                     if not future.done():
-                        future.set_result(None)
+                        limited = refused.get(i)
+                        if limited is None:
+                            future.set_result(None)
+                        else:
+                            future.set_exception(limited)
 
-    async def _write(self, requests: list[QueuedRequest]) -> None:
-        received: dict[int, int] = {}
-        for request in requests:
-            received[request.project_id] = received.get(request.project_id, 0) + request.received
-        messages = chunk_requests(requests, self._max_calls)
+    async def _write(self, batch: list[Pending]) -> dict[int, ProjectLimited]:
+        """Write the batch's requests in one script; those of a project the script finds
+        over a limit are left out (and the rest written by the script run again: a retry
+        only in a flush holding a project's first calls over its limit, since from then on
+        this receiver refuses that project's calls itself until the window ends). Returns
+        the refused requests by their index in `batch`."""
+        refused: dict[int, ProjectLimited] = {}
+        kept = list(range(len(batch)))
+        over = await self._write_once(batch)
+        while over:
+            now = time.time()
+            for o in over:
+                mine = [i for i in kept if batch[i][0].project_id == o.project_id]
+                limits = batch[mine[0]][1]
+                error = ProjectLimited(o.message(limits), o.retry_after)
+                for i in mine[admitted([batch[i][0].received for i in mine], o) :]:
+                    refused[i] = error
+                # until the calls/s window ends; a queued limit is asked again in a second
+                until = int(now) + 1 if o.which == "rate" else now + 1
+                self._blocked[o.project_id] = (until, error)
+            kept = [i for i in kept if i not in refused]
+            over = await self._write_once([batch[i] for i in kept]) if kept else []
+        return refused
+
+    async def _write_once(self, batch: list[Pending]) -> list[Over]:
+        """One run of the flush script; the projects over a limit if it wrote nothing.
+
+        A flush of projects without limits leaves the limit keys out: no check, no queued
+        counts and no per-message project counts in the ledger (what the receiver's code
+        costs per call stays as it was: bench/README.md). A project's queued count is so
+        the calls of its messages written while it had a limit, and its settles take off
+        only those: it never counts what it did not add."""
+        received: dict[int, list[int]] = {}  # project id -> calls, requests, limits
+        limited = False
+        for request, limits, _ in batch:
+            entry = received.get(request.project_id)
+            if entry is None:
+                received[request.project_id] = [request.received, 1, limits.rate, limits.queued]
+                limited = limited or limits is not NO_LIMITS
+            else:
+                entry[0] += request.received
+                entry[1] += 1
+        messages = chunk_requests([pending[0] for pending in batch], self._max_calls)
         now = time.time()
         args: list[Any] = [now, len(messages)]
         for message in messages:
             task_id = str(uuid.uuid4())
             args += (task_id, celery_message(self._queue_name, message, task_id))
-        for project_id, count in received.items():
-            args += (project_id, count)
+            args.append(project_counts(message) if limited else "")
+        args.append(len(received))
+        for project_id, (count, requests, rate, queued) in received.items():
+            args += (project_id, count, requests, rate, queued)
         keys = [self._queue_key, self._ledger.entries, self._ledger.since, self._counters_key,
                 minute_key(self._counters_key, now)]  # fmt: skip
+        if limited:
+            keys += (self._ledger.calls, self._ledger.queued, self._rate_prefix + str(int(now)))
         if self._replica_acks:
-            await self._write_acked(keys, args)
+            reply = await self._write_acked(keys, args)
         else:
-            self.depth = int(await self._enqueue(keys=keys, args=args))
+            reply = await self._enqueue(keys=keys, args=args)
+        if int(reply[0]) < 0:
+            return parse_over(reply)
+        self.depth = int(reply[0])
         metrics.GROUP_COMMITS.inc()
+        return []
 
-    async def _write_acked(self, keys: list[str], args: list[Any]) -> None:
+    async def _write_acked(self, keys: list[str], args: list[Any]) -> list[Any]:
         """The flush script, then `WAIT replicas timeout` on the same connection.
 
         WAIT blocks until the replicas have acknowledged every write *this connection* made
@@ -318,14 +482,17 @@ class QueueWriter:
         pipe = self._client.pipeline(transaction=False)
         pipe.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args)
         pipe.execute_command("WAIT", self._replica_acks, self._replica_timeout_ms)
-        depth, acked = await pipe.execute()
-        self.depth = int(depth)
+        reply, acked = await pipe.execute()
+        if int(reply[0]) < 0:
+            return list(reply)  # nothing written: nothing for the replicas to have
+        self.depth = int(reply[0])
         if int(acked) < self._replica_acks:
             metrics.GROUP_COMMITS.inc()
             raise ReplicationLagging(
                 f"{acked} of {self._replica_acks} replicas acknowledged the calls"
                 f" within {self._replica_timeout_ms} ms"
             )
+        return list(reply)
 
     async def poll(self) -> None:
         """Refresh depth and health (the receiver's readiness loop calls this)."""

@@ -36,9 +36,11 @@ from ingest.breaker import keys as breaker_keys
 from ingest.config import Settings
 from ingest.console import site as console
 from ingest.keys import ProjectKeys
+from ingest.limits import limits_for
 from ingest.message import QueuedRequest
 from ingest.queue import (
     Ledger,
+    ProjectLimited,
     QueueFull,
     QueueUnavailable,
     QueueWriter,
@@ -107,7 +109,9 @@ def json_response(
 
 def error_response(wire: WireError, **extra: Any) -> JSONAnswer:
     headers = None
-    if wire.status == 503:
+    if wire.retry_after is not None:
+        headers = {"Retry-After": str(wire.retry_after)}
+    elif wire.status == 503:
         headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
     elif wire.status == 429:
         headers = {"Retry-After": RETRY_AFTER_FULL}
@@ -340,8 +344,14 @@ class Receiver:
             rejected=parsed.rejected,
             shared=parsed.shared,
         )
+        settings = self.settings
         try:
-            await self.writer.put(queued)
+            await self.writer.put(
+                queued,
+                limits_for(project, settings.project_rate_limit, settings.project_queue_limit),
+            )
+        except ProjectLimited as error:
+            raise WireError(429, "rate_limited", str(error), error.retry_after) from None
         except QueueFull as error:
             raise WireError(429, "queue_full", str(error)) from None
         except QueueUnavailable as error:

@@ -67,11 +67,14 @@ CENTURIES = timedelta(days=365 * 500)
 class WireError(Exception):
     """A request that cannot be accepted as a whole: answered with `status`, `code`, `message`."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, when it is not the status's usual wait
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
-from ingest.queue import Ledger, oldest_received, workers_key
+from ingest.queue import SETTLE_SCRIPT, Ledger, oldest_received, settle_keys, workers_key
 from ingest.store import batches
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,8 @@ def recover(
     decision.forget += gone  # settled meanwhile
     pipe = client.pipeline(transaction=True)
     if decision.forget:
-        pipe.hdel(ledger.entries, *decision.forget)
-        pipe.zrem(ledger.since, *decision.forget)
+        # as a worker's settle: their calls leave their projects' queued counts
+        pipe.eval(SETTLE_SCRIPT, 4, *settle_keys(ledger), *decision.forget)
     if decision.abandoned:
         # kombu would restore them too after the visibility timeout: a second, no-op run
         pipe.hdel(ledger.unacked, *decision.abandoned)
@@ -181,12 +181,9 @@ def heartbeat(
 
 
 def settle(client: redis.Redis, prefix: str, queue: str, task_id: str) -> None:
-    """A batch is committed: its ledger entry goes."""
-    ledger = Ledger(prefix, queue)
-    pipe = client.pipeline(transaction=False)
-    pipe.hdel(ledger.entries, task_id)
-    pipe.zrem(ledger.since, task_id)
-    pipe.execute()
+    """A batch is committed: its ledger entry goes, and its calls leave their projects'
+    queued counts (ingest/queue.py SETTLE_SCRIPT): one round trip, as before the counts."""
+    client.eval(SETTLE_SCRIPT, 4, *settle_keys(Ledger(prefix, queue)), task_id)
 
 
 def postpone(client: redis.Redis, prefix: str, queue: str, task_id: str, seconds: float) -> None:

@@ -114,6 +114,17 @@ ADMIN: list[Endpoint] = [
         body=projects.CompanyDomains, acts=True, tag="projects", errors=(400, 401, 403, 404),
     ),
     Endpoint(
+        "PUT", P + "/limits",
+        "The project's own limits: calls per second and calls waiting for the workers; over"
+        " them its requests are answered 429 `rate_limited` + Retry-After. 0: none; null: the"
+        " deployment's KOALA_PROJECT_RATE_LIMIT / KOALA_PROJECT_QUEUE_LIMIT.",
+        projects.ProjectInfo,
+        lambda ops, path, q, b: projects.set_limits(
+            ops, path["name"], b.rate_limit, b.queue_limit
+        ),
+        body=projects.LimitsBody, acts=True, tag="projects", errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
         "GET", P + "/stats",
         "Counts of a project: received = stored + duplicates + rejected + dead_lettered"
         " + in_flight.",

@@ -243,6 +243,46 @@ def company_domains(
     typer.echo(f"{done.name}: work " + (" ".join(done.company_work_domains) or "(none)"))
 
 
+def _limit(value: str | None) -> int | None:
+    if value is None or value == "default":
+        return None
+    if not value.isdigit():
+        raise typer.BadParameter("a whole number of calls, 0 (no limit) or `default`")
+    return int(value)
+
+
+@app.command("set-limits")
+def set_limits(
+    name: str,
+    rate: Annotated[
+        str,
+        typer.Option(
+            "--rate",
+            help="Calls per second (all receivers together); 0: no limit; `default`:"
+            " KOALA_PROJECT_RATE_LIMIT.",
+        ),
+    ] = "default",
+    queued: Annotated[
+        str,
+        typer.Option(
+            "--queued",
+            help="Calls waiting for the workers; 0: no limit; `default`:"
+            " KOALA_PROJECT_QUEUE_LIMIT.",
+        ),
+    ] = "default",
+) -> None:
+    """Set the project's own limits: over them its requests are answered 429 +
+    Retry-After (not counted received: its senders retry). Receivers apply them within
+    KOALA_KEY_CACHE_SECONDS."""
+    with ops() as context:
+        done = projects.set_limits(context, name, _limit(rate), _limit(queued))
+
+    def shown(value: int | None) -> str:
+        return "default" if value is None else ("none" if value == 0 else str(value))
+
+    typer.echo(f"{done.name}: rate {shown(done.rate_limit)}, queued {shown(done.queue_limit)}")
+
+
 @app.command("revoke")
 def revoke(name: str) -> None:
     """Revoke a project's keys (the current one and a previous one in its grace): the

@@ -67,6 +67,15 @@ class ProjectInfo(BaseModel):
         " when a list names them."
     )
     created_at: datetime | None
+    rate_limit: int | None = Field(
+        default=None,
+        description="Its own calls/s limit (429 over it); null: KOALA_PROJECT_RATE_LIMIT; 0: none.",
+    )
+    queue_limit: int | None = Field(
+        default=None,
+        description="Its own limit of calls waiting for the workers (429 over it); null:"
+        " KOALA_PROJECT_QUEUE_LIMIT; 0: none.",
+    )
 
     @classmethod
     def of(cls, project: Project) -> ProjectInfo:
@@ -82,6 +91,8 @@ class ProjectInfo(BaseModel):
             company_free_domains=project.company_free_domains,
             company_work_domains=project.company_work_domains,
             created_at=project.created_at,
+            rate_limit=project.rate_limit,
+            queue_limit=project.queue_limit,
         )
 
 
@@ -168,6 +179,22 @@ class CompanyDomains(BaseModel):
         description="Email domains that always stand for a company in this project, even when"
         " a free-mail or disposable list (or KOALA_COMPANY_EXTRA_FREE_DOMAINS) names them."
         " Replaces the project's list.",
+    )
+
+
+class LimitsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit: int | None = Field(
+        ge=0,
+        le=1_000_000_000,
+        description="Calls per second (all receivers together); 0: none; null:"
+        " KOALA_PROJECT_RATE_LIMIT.",
+    )
+    queue_limit: int | None = Field(
+        ge=0,
+        le=1_000_000_000,
+        description="Calls waiting for the workers; 0: none; null: KOALA_PROJECT_QUEUE_LIMIT.",
     )
 
 
@@ -341,6 +368,32 @@ def set_company_domains(ops: Ops, name: str, free: list[str], work: list[str]) -
                     "free": before.company_free_domains,
                     "work": before.company_work_domains,
                 },
+            },
+            1,
+        )
+    return ProjectInfo.of(project)
+
+
+def set_limits(ops: Ops, name: str, rate: int | None, queued: int | None) -> ProjectInfo:
+    """The project's own limits (ingest/limits.py): calls per second, and calls waiting
+    for the workers; None: the deployment's settings, 0: no limit. Receivers apply them
+    within KOALA_KEY_CACHE_SECONDS."""
+    ops.acting_on(name)
+    for value in (rate, queued):
+        if value is not None and not 0 <= value <= 1_000_000_000:
+            raise Invalid("invalid_limit", "a limit is a whole number from 0 to 1000000000")
+    with ops.conn.transaction():
+        before = ops.project(name)
+        if not projects.set_limits(ops.conn, name, rate, queued):
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        project = ops.project(name)
+        ops.record(
+            "project.limits",
+            project,
+            {
+                "rate_limit": rate,
+                "queue_limit": queued,
+                "before": {"rate_limit": before.rate_limit, "queue_limit": before.queue_limit},
             },
             1,
         )

@@ -35,6 +35,9 @@ class Project:
     # domains (no company) and work domains (always a company), besides the deployment's
     company_free_domains: list[str] = field(default_factory=list)
     company_work_domains: list[str] = field(default_factory=list)
+    # its own limits (ingest/limits.py); None: the deployment's settings, 0: none
+    rate_limit: int | None = None
+    queue_limit: int | None = None
 
 
 COLUMNS = """id, name, public_key, webhook_secret, allowed_origins, accept,
@@ -42,7 +45,7 @@ COLUMNS = """id, name, public_key, webhook_secret, allowed_origins, accept,
         AS previous_public_key,
     CASE WHEN previous_key_expires_at > now() THEN previous_key_expires_at END
         AS previous_key_expires_at,
-    created_at, company_free_domains, company_work_domains"""
+    created_at, company_free_domains, company_work_domains, rate_limit, queue_limit"""
 ACTIVE = f"SELECT {COLUMNS} FROM projects WHERE revoked_at IS NULL"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z"  # the table's CHECK (0001_initial)
 
@@ -197,6 +200,20 @@ def set_company_domains(
             "UPDATE projects SET company_free_domains = %s, company_work_domains = %s"
             " WHERE name = %s AND revoked_at IS NULL",
             (free, work, name),
+        )
+        return cur.rowcount == 1
+
+
+def set_limits(
+    conn: psycopg.Connection, name: str, rate_limit: int | None, queue_limit: int | None
+) -> bool:
+    """Set a project's own limits (None: the deployment's settings, 0: none). The
+    receivers apply them within KOALA_KEY_CACHE_SECONDS (their key cache carries them)."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE projects SET rate_limit = %s, queue_limit = %s"
+            " WHERE name = %s AND revoked_at IS NULL",
+            (rate_limit, queue_limit, name),
         )
         return cur.rowcount == 1
 
