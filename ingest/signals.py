@@ -52,7 +52,7 @@ class SignalRule:
 
 
 class SignalRuleError(ValueError):
-    pass
+    """A rule of KOALA_SIGNAL_RULES that cannot be read; its message names the rule."""
 
 
 def parse_rules(text: str) -> tuple[SignalRule, ...]:
