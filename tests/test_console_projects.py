@@ -19,6 +19,8 @@ from conftest import wait_for
 from console_harness import ConsoleStack, Operator
 from playwright.sync_api import expect
 
+from ingest.console.projects import PAGE_SIZE
+
 pytestmark = pytest.mark.slow
 chromium, console_stack, operator = harness.chromium, harness.console_stack, harness.operator
 
@@ -42,6 +44,11 @@ def test_a_project_is_created_rotated_configured_and_revoked_in_the_page(
     operator: Operator,
 ) -> None:
     stack, name = operator.stack, f"web-{secrets.token_hex(3)}"
+    # more projects than one page of the list holds: the one made below is not on the
+    # first page, and every action must still come back to it
+    filler = secrets.token_hex(3)
+    for i in range(PAGE_SIZE):
+        stack.api("POST", "/admin/projects", json={"name": f"filler-{filler}-{i}"})
     operator.sign_in()
     page = operator.goto("/console/projects")
     operator.shot("projects")

@@ -37,7 +37,10 @@ def _origins(text: str) -> list[str]:
 
 
 def _back(name: str, said: str) -> str:
-    return "/console/projects?" + urlencode({"done": said}) + "#project-" + quote(name)
+    """Back to the project acted on, shown alone: in a list of many projects, paged by id,
+    it may not be on the first page."""
+    query = urlencode({"project": name, "done": said})
+    return "/console/projects?" + query + "#project-" + quote(name)
 
 
 def routes(console: Console) -> list[BaseRoute]:
@@ -45,14 +48,20 @@ def routes(console: Console) -> list[BaseRoute]:
 
     def listing(request: Request) -> Any:
         cursor = _optional(request.query_params.get("cursor"))
+        only = _optional(request.query_params.get("project"))
         token_cursor = _optional(request.query_params.get("tokens_cursor"))
         revoked = request.query_params.get("revoked") == "1"
 
         def work(ops: Ops) -> dict[str, Any]:
-            found = projects.list_projects(ops, PAGE_SIZE, cursor)
+            if only is not None:  # one project (as the API's GET of it: 404 if not seen)
+                shown, following = [projects.get(ops, only)], None
+            else:
+                found = projects.list_projects(ops, PAGE_SIZE, cursor)
+                shown, following = found.items, found.next
             context: dict[str, Any] = {
-                "projects": found.items,
-                "next": urlencode({"cursor": found.next}) if found.next else None,
+                "projects": shown,
+                "only": only,
+                "next": urlencode({"cursor": following}) if following else None,
                 "default_grace": ops.settings.key_rotation_grace_seconds,
                 "roles": ROLES,
                 "tokens": None,
