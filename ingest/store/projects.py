@@ -11,8 +11,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
 
@@ -146,15 +148,25 @@ def rotate_key(conn: psycopg.Connection, name: str, grace_seconds: int) -> Proje
         return cur.fetchone()
 
 
+def _set(conn: psycopg.Connection, name: str, **columns: Any) -> bool:
+    """Set columns of a live project (the setters below); False when there is none."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in columns
+    )
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL("UPDATE projects SET {} WHERE name = {} AND revoked_at IS NULL").format(
+                assignments, sql.Placeholder("name")
+            ),
+            {**columns, "name": name},
+        )
+        return cur.rowcount == 1
+
+
 def set_webhook_secret(conn: psycopg.Connection, name: str, secret: str | None) -> bool:
     """Set (or, None, clear) the secret Segment's webhook signs with (`X-Signature`).
     The receivers apply it within KOALA_KEY_CACHE_SECONDS."""
-    with conn.transaction():
-        cur = conn.execute(
-            "UPDATE projects SET webhook_secret = %s WHERE name = %s AND revoked_at IS NULL",
-            (secret, name),
-        )
-        return cur.rowcount == 1
+    return _set(conn, name, webhook_secret=secret)
 
 
 async def now_async(conn: psycopg.AsyncConnection) -> datetime:
@@ -171,23 +183,13 @@ def set_allowed_origins(
 ) -> bool:
     """Replace a project's allowed origins (None: any origin). The receivers apply it
     within KOALA_KEY_CACHE_SECONDS (their key cache carries it)."""
-    with conn.transaction():
-        cur = conn.execute(
-            "UPDATE projects SET allowed_origins = %s WHERE name = %s AND revoked_at IS NULL",
-            (allowed_origins, name),
-        )
-        return cur.rowcount == 1
+    return _set(conn, name, allowed_origins=allowed_origins)
 
 
 def set_accept(conn: psycopg.Connection, name: str, accept: str) -> bool:
     """Set a project's acceptance rule ("all" or "identified"). The receivers apply it
     within KOALA_KEY_CACHE_SECONDS (their key cache carries it)."""
-    with conn.transaction():
-        cur = conn.execute(
-            "UPDATE projects SET accept = %s WHERE name = %s AND revoked_at IS NULL",
-            (accept, name),
-        )
-        return cur.rowcount == 1
+    return _set(conn, name, accept=accept)
 
 
 def set_company_domains(
@@ -195,13 +197,7 @@ def set_company_domains(
 ) -> bool:
     """Replace a project's company domain exceptions (ASCII domains, none in both lists).
     The workers apply them within KOALA_KEY_CACHE_SECONDS (workers/project_rules.py)."""
-    with conn.transaction():
-        cur = conn.execute(
-            "UPDATE projects SET company_free_domains = %s, company_work_domains = %s"
-            " WHERE name = %s AND revoked_at IS NULL",
-            (free, work, name),
-        )
-        return cur.rowcount == 1
+    return _set(conn, name, company_free_domains=free, company_work_domains=work)
 
 
 def set_limits(
@@ -209,13 +205,7 @@ def set_limits(
 ) -> bool:
     """Set a project's own limits (None: the deployment's settings, 0: none). The
     receivers apply them within KOALA_KEY_CACHE_SECONDS (their key cache carries them)."""
-    with conn.transaction():
-        cur = conn.execute(
-            "UPDATE projects SET rate_limit = %s, queue_limit = %s"
-            " WHERE name = %s AND revoked_at IS NULL",
-            (rate_limit, queue_limit, name),
-        )
-        return cur.rowcount == 1
+    return _set(conn, name, rate_limit=rate_limit, queue_limit=queue_limit)
 
 
 def company_domains(
