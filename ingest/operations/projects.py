@@ -14,8 +14,9 @@ a new project's key works at once. Workers apply company domains within the same
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -301,6 +302,24 @@ def revoke(ops: Ops, name: str) -> Revoked:
     return Revoked(name=name, revoked_at=at)
 
 
+def _change(
+    ops: Ops,
+    name: str,
+    action: str,
+    write: Callable[[], bool],
+    described: Callable[[Project], dict[str, Any]],
+) -> ProjectInfo:
+    """One audited change of a live project: `write` it, and record what `described`
+    says of it given the project as it was before, in one transaction."""
+    with ops.conn.transaction():
+        before = ops.project(name)
+        if not write():
+            raise NotFound("unknown_project", f"no project named {name!r}")
+        project = ops.project(name)
+        ops.record(action, project, described(before), 1)
+    return ProjectInfo.of(project)
+
+
 def set_webhook_secret(ops: Ops, name: str, secret: str | None) -> ProjectInfo:
     """Set the secret Segment's webhook signs with, or clear it (None)."""
     ops.acting_on(name)
@@ -333,13 +352,10 @@ def set_accept(ops: Ops, name: str, accept: str) -> ProjectInfo:
     KOALA_KEY_CACHE_SECONDS, to calls received from then on."""
     ops.acting_on(name)
     _check_accept(accept)
-    with ops.conn.transaction():
-        before = ops.project(name).accept
-        if not projects.set_accept(ops.conn, name, accept):
-            raise NotFound("unknown_project", f"no project named {name!r}")
-        project = ops.project(name)
-        ops.record("project.accept", project, {"accept": accept, "before": before}, 1)
-    return ProjectInfo.of(project)
+    return _change(
+        ops, name, "project.accept", lambda: projects.set_accept(ops.conn, name, accept),
+        lambda before: {"accept": accept, "before": before.accept},
+    )  # fmt: skip
 
 
 def set_company_domains(ops: Ops, name: str, free: list[str], work: list[str]) -> ProjectInfo:
@@ -353,25 +369,15 @@ def set_company_domains(ops: Ops, name: str, free: list[str], work: list[str]) -
         raise Invalid(
             "invalid_domain", f"a domain is either free or work, not both: {', '.join(both)}"
         )
-    with ops.conn.transaction():
-        before = ops.project(name)
-        if not projects.set_company_domains(ops.conn, name, free_domains, work_domains):
-            raise NotFound("unknown_project", f"no project named {name!r}")
-        project = ops.project(name)
-        ops.record(
-            "project.company_domains",
-            project,
-            {
-                "free": free_domains,
-                "work": work_domains,
-                "before": {
-                    "free": before.company_free_domains,
-                    "work": before.company_work_domains,
-                },
-            },
-            1,
-        )
-    return ProjectInfo.of(project)
+    return _change(
+        ops, name, "project.company_domains",
+        lambda: projects.set_company_domains(ops.conn, name, free_domains, work_domains),
+        lambda before: {
+            "free": free_domains,
+            "work": work_domains,
+            "before": {"free": before.company_free_domains, "work": before.company_work_domains},
+        },
+    )  # fmt: skip
 
 
 def set_limits(ops: Ops, name: str, rate: int | None, queued: int | None) -> ProjectInfo:
@@ -382,22 +388,14 @@ def set_limits(ops: Ops, name: str, rate: int | None, queued: int | None) -> Pro
     for value in (rate, queued):
         if value is not None and not 0 <= value <= 1_000_000_000:
             raise Invalid("invalid_limit", "a limit is a whole number from 0 to 1000000000")
-    with ops.conn.transaction():
-        before = ops.project(name)
-        if not projects.set_limits(ops.conn, name, rate, queued):
-            raise NotFound("unknown_project", f"no project named {name!r}")
-        project = ops.project(name)
-        ops.record(
-            "project.limits",
-            project,
-            {
-                "rate_limit": rate,
-                "queue_limit": queued,
-                "before": {"rate_limit": before.rate_limit, "queue_limit": before.queue_limit},
-            },
-            1,
-        )
-    return ProjectInfo.of(project)
+    return _change(
+        ops, name, "project.limits", lambda: projects.set_limits(ops.conn, name, rate, queued),
+        lambda before: {
+            "rate_limit": rate,
+            "queue_limit": queued,
+            "before": {"rate_limit": before.rate_limit, "queue_limit": before.queue_limit},
+        },
+    )  # fmt: skip
 
 
 def _domains(given: list[str]) -> list[str]:
