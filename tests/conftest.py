@@ -30,7 +30,7 @@ import redis
 from ingest import embedded
 from ingest.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from ingest.message import QueuedRequest
-from ingest.store import projects
+from ingest.store import integrity, projects
 from ingest.wire import Rejection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +88,12 @@ def servers() -> Iterator[Servers]:
             KOALA_REDIS_KEY_PREFIX=run.prefix,
         )
         yield run
+        # the whole run's store, every test's writes: no row names a missing profile or
+        # project (the hot tables have no foreign keys since migration 0018)
+        with psycopg.connect(run.database_url, autocommit=True) as conn:
+            migrated = conn.execute("SELECT to_regclass('engage_computations')").fetchone()
+            left = integrity.orphans(conn) if migrated and migrated[0] else {}
+        assert left == {}, f"rows naming a missing profile or project: {left}"
 
 
 def _forget_keys(run: Servers) -> None:

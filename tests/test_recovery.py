@@ -157,9 +157,11 @@ def test_whole_workers_killed_with_sigkill_under_load_lose_no_call(
     # what the batches added to their visitors' activity (same transaction) is exact too
     from test_activity import recount
 
-    from ingest.store import activity
+    from ingest.store import activity, integrity
 
     assert activity.of_project(db, project.id) == recount(db, project)
+    # no row names a profile the SIGKILLed batches never committed (no foreign key checks it)
+    assert integrity.orphans(db) == {}
 
 
 class Load:
