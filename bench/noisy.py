@@ -42,6 +42,7 @@ from ingest.store import projects
 from ingest.store.projects import Project
 
 STEADY_PROJECTS = 100
+CALLS_PER_PROJECT = 5  # each steady project's calls a second
 
 
 def auth(project: Project) -> dict[str, str]:
@@ -220,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.noisy", description=__doc__)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument(
-        "--calls-per-project", type=int, default=5, help="each steady project, per s"
+        "--calls-per-project",
+        type=int,
+        default=CALLS_PER_PROJECT,
+        help="each steady project, per s",
     )
     parser.add_argument("--burst-factor", type=float, default=10)
     parser.add_argument("--import-size", type=int, default=500, help="calls per /v1/import")
