@@ -1,0 +1,13 @@
+-- transactional: false
+-- The events table loses its (project_id, message_id) index.
+--
+-- Why: nothing reads events by messageId (the deduplication keys of `message_ids` answer
+-- "seen this messageId", with their own primary key), and each stored call wrote an entry
+-- into it at a random place (messageIds are random text), the index of the events table
+-- whose writes grow dearest as the table grows: on a store of 10 million events its pages
+-- no longer stay in memory. `bench.batch_profile` (30,000 calls, alternating runs,
+-- 2026-11-30, empty store): `events.copy_rows` 21.5-21.8 -> 19.6-24.0 us of PostgreSQL CPU
+-- a call, within the noise; what it saves grows with the table (the grown-store stage of
+-- `python -m bench`, bench/README.md).
+-- CONCURRENTLY, so workers keep writing events while it goes.
+DROP INDEX CONCURRENTLY IF EXISTS events_project_message_idx;
