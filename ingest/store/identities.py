@@ -10,14 +10,29 @@ Key = tuple[str, str]  # (kind, value)
 
 
 def owners(conn: psycopg.Connection, project_id: int, keys: list[Key]) -> dict[Key, int]:
+    """Who holds each of `keys`: one primary-key lookup per key, whatever the table holds.
+
+    Written as a LATERAL lookup with `LIMIT 1` (the primary key allows one row anyway) so
+    that PostgreSQL cannot flatten it into a join it plans from statistics: as a plain join
+    of the JSON rows (which it guesses at 100) it chose, on a young project, a hash join
+    reading every identity of the project through the primary key, twice a batch, a cost
+    that grew with the project (10-15 us of server CPU a call at 6,000 visitors), and on
+    the grown store a nested loop: the one statement of a batch whose plan depended on the
+    table's size (`python -m bench`'s grown stage, 2026-11-30). This plan is the nested
+    loop on both. At 6,000 visitors the two cost alike (`bench.batch_profile --calls 60000
+    --visitors 6000`, alternating: 16.3, 16.6, 15.5 us a call before, 17.6, 20.1, 16.8
+    after); the join's cost grew with the project, this one's does not."""
     if not keys:
         return {}
     cur = conn.execute(
         """
-        SELECT i.kind, i.value, i.profile_id
-        FROM identities i
-        JOIN json_array_elements(%s::json) AS e ON i.kind = e->>0 AND i.value = e->>1
-        WHERE i.project_id = %s
+        SELECT e->>0, e->>1, i.profile_id
+        FROM json_array_elements(%s::json) AS e
+        CROSS JOIN LATERAL (
+            SELECT profile_id FROM identities
+            WHERE project_id = %s AND kind = e->>0 AND value = e->>1
+            LIMIT 1
+        ) AS i
         """,
         (json_rows(keys), project_id),
     )
