@@ -421,6 +421,8 @@ def end_to_end(
     meter = CpuMeter(
         {"receiver": [proc.pid], "workers": [p.pid for p in worker_procs]}, env.db_name
     )
+    counters = redis_clients.sync_client(env.redis_url)
+    batches_before = int(counters.hget(env.prefix + "metrics", "batches") or 0)
     meter.start()
     started = time.perf_counter()
     sent = loadgen.run_sync("127.0.0.1", port, items, connections)
@@ -432,6 +434,9 @@ def end_to_end(
         timeout=3600,
     )
     cpu = meter.stop()
+    # the workers' batches (one a queued message): a batch's fixed cost (its ~25
+    # statements, its transaction) is shared by this many calls
+    batches = int(counters.hget(env.prefix + "metrics", "batches") or 0) - batches_before
     stats = reconcile(env)
     companies = company_counts(env)
     ok = (
@@ -457,6 +462,8 @@ def end_to_end(
         "companies": companies,
         # CPU microseconds per call of each part over the run (CpuMeter)
         "cpu_us_per_call": {part: 1e6 * sec / load.calls for part, sec in sorted(cpu.items())},
+        "batches": batches,
+        "calls_per_batch": load.calls / max(batches, 1),
         "workers": workers,
         "concurrency": concurrency,
         "web_pid": proc.pid,
@@ -836,6 +843,11 @@ def render(out: dict[str, Any]) -> str:
             "end to end, CPU per call",
             ", ".join(f"{part} {us:,.0f} us" for part, us in cpu.items())
             + f" (total {sum(cpu.values()):,.0f} us)",
+        )
+    if e.get("batches"):
+        row(
+            "end to end, worker batches",
+            f"{e['batches']:,} ({e['calls_per_batch']:,.0f} calls each)",
         )
     if "companies" in e:
         co = e["companies"]
