@@ -9,12 +9,13 @@ messageIds taken and writes nothing twice.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
 
 import orjson
-from celery import Celery, Task, bootsteps
+from celery import Celery, Task, bootsteps, signals
 from kombu.serialization import register as register_serializer
 from kombu.utils.json import dumps as kombu_json_dumps
 
@@ -51,6 +52,26 @@ def decode_task_bodies_with_orjson() -> None:
     register_serializer(  # type: ignore[no-untyped-call]
         "json", kombu_json_dumps, orjson.loads, content_type="application/json"
     )
+
+
+# Python's cyclic garbage collector runs a young-generation pass every 700 allocations
+# by default. A batch allocates tens of thousands of short-lived dicts, lists and Event
+# objects a second, none of them in cycles that outlive the batch, so those passes scan
+# the same live batch over and over. At 50,000 the worker's CPU for the same batches fell
+# by 8-11% (`bench.batch_profile --calls 30000 --visitors 3000`, worker CPU a call,
+# alternating: 75.0, 82.4, 83.5 us at the default, 68.9, 73.3, 74.1 at 50,000,
+# 2026-11-30); memory stays flat (the soak of `python -m bench`). The objects of the
+# loaded program are frozen first: the older generations' passes skip them, and the pool
+# children forked after do not touch (so copy) their pages.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@signals.worker_init.connect
+def tune_garbage_collector(**_: Any) -> None:
+    """In the worker's main process, before the pool is forked (its children inherit it)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def make_app(settings: Settings) -> Celery:
