@@ -69,15 +69,39 @@ class Decision:
     abandoned: list[str] = field(default_factory=list)
 
 
-def decide(entries: list[Entry], committed: set[str], held: set[str], tail: Tail) -> Decision:
-    """What to do with each due entry (silent for KOALA_LOST_AFTER_SECONDS)."""
+def decide(
+    entries: list[Entry],
+    committed: set[str],
+    held: dict[str, datetime | None],
+    tail: Tail,
+    silent_before: datetime,
+) -> Decision:
+    """What to do with each due entry (its ledger time older than `silent_before`, that is
+    KOALA_LOST_AFTER_SECONDS ago).
+
+    `held`: the entries a consumer holds (in kombu's unacked hash), each with its time in
+    kombu's unacked index: when kombu delivered it, or its holder's last heartbeat (None:
+    not in the index). A held entry is abandoned only if that time is silent too. The
+    ledger's time alone says nothing of the holder: it is when the message was queued
+    until the holder's first heartbeat, so a message that waited in the queue for
+    lost_after (a backlog, workers starting) and was taken less than a heartbeat ago looked
+    "held yet silent" and was queued again under its live holder: a second worker ran it,
+    the exactly-once guard skipping it (tests/test_recovery.py, the slow batch, about one
+    run in five; a failing run under Redis MONITOR: queued while the workers started,
+    taken 5.8 s later, the sweep's due read at 6.5 s, the first heartbeat at 6.8 s, lost
+    after 5 s). kombu writes the index time in the same pipeline as the unacked hash
+    (`QoS.append`), so a message just taken is never silent there."""
     out = Decision()
     for e in entries:
         if e.task_id in committed:
             out.forget.append(e.task_id)
         elif e.task_id in held:
-            out.requeue.append(e.task_id)  # a live holder would have heartbeated it
-            out.abandoned.append(e.task_id)
+            alive = held[e.task_id]
+            if alive is not None and alive >= silent_before:
+                out.later.append(e.task_id)  # delivered or heartbeated within lost_after
+            else:
+                out.requeue.append(e.task_id)  # a live holder would have heartbeated it
+                out.abandoned.append(e.task_id)
         elif not tail.empty and (tail.oldest is None or tail.oldest <= e.queued):
             out.later.append(e.task_id)  # FIFO: it may still be behind the oldest one
         else:
@@ -103,12 +127,19 @@ def recover(
     entries = [Entry(_text(t), datetime.fromtimestamp(float(score), UTC)) for t, score in due]
     ids = [e.task_id for e in entries]
     committed = batches.committed(conn, ids)
-    held = {t for t, v in zip(ids, client.hmget(ledger.unacked, ids), strict=True) if v}
+    held_ids = [t for t, v in zip(ids, client.hmget(ledger.unacked, ids), strict=True) if v]
+    # kombu's own time for each: delivered, or last heartbeated (ZMSCORE: Redis 6.2, which
+    # kombu's restore_visible needs too, for ZRANGE BYSCORE REV)
+    times = client.zmscore(ledger.unacked_index, held_ids) if held_ids else []
+    held = {
+        t: None if s is None else datetime.fromtimestamp(float(s), UTC)
+        for t, s in zip(held_ids, times, strict=True)
+    }
     # Read the queue's end after the unacked hash: a message fetched meanwhile is then seen
     # as left the queue and, at worst, put back once more (a no-op run).
     last = client.lindex(ledger.queue_key, -1)
     tail = Tail(empty=last is None, oldest=oldest_received(last) if last else None)
-    decision = decide(entries, committed, held, tail)
+    decision = decide(entries, committed, held, tail, datetime.fromtimestamp(now - lost_after, UTC))
     messages = client.hmget(ledger.entries, decision.requeue) if decision.requeue else []
     gone = [t for t, m in zip(decision.requeue, messages, strict=True) if m is None]
     back = [(t, m) for t, m in zip(decision.requeue, messages, strict=True) if m is not None]
