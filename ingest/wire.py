@@ -48,6 +48,7 @@ EVIDENCE_BYTES = 4096
 # the decoder and then failed `content_message_id` with a 500 (issue #13). 128 leaves the
 # envelopes room, and no real SDK call comes near it.
 MAX_DEPTH = 128
+DEPTH_BYTES = 2 * MAX_DEPTH  # JSON nested past MAX_DEPTH is longer than this
 # The only way orjson writes a NUL (which PostgreSQL's text and jsonb refuse) is this
 # escape; a raw 0x00 byte is invalid inside a JSON string, so the decoder refuses it.
 NUL_ESCAPE = b"\\u0000"
@@ -454,7 +455,7 @@ def _accept_item(
         # cheapest first (single-call path, bench/README.md): a NUL escape needs a
         # backslash (a one-byte memchr), MAX_DEPTH levels need 2 * MAX_DEPTH bytes
         (BACKSLASH in raw and NUL_ESCAPE in raw)
-        or (len(raw) > 2 * MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH)
+        or (len(raw) > DEPTH_BYTES and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH)
     ):  # the exact walks run only on a hit of these byte tests
         problem = _content_problem(item, raw)
     if problem is None and accept is not None:
@@ -465,7 +466,10 @@ def _accept_item(
         parsed.rejected.append(Rejection(index, *problem, _evidence(item)))
         return
     id_key = "message_id" if koala else "messageId"
-    parsed.calls.append(_stamp(item, received_at, id_key, parsed.shared))
+    value = item.get(id_key)
+    if value.__class__ is not str or not value:  # else stamped already: no call of _stamp
+        _stamp(item, received_at, id_key, parsed.shared)
+    parsed.calls.append(item)
 
 
 def _evidence(item: Any) -> str:
