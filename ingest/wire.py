@@ -254,14 +254,33 @@ def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[
                 return "missing_user_id", "a delete call needs the `userId` to erase"
         elif kind not in CALL_TYPES:
             return "unknown_type", f"unknown call type {kind[:100]!r}"
-    for name in OBJECT_FIELDS:
-        value = get(name)
-        if value is not None and value.__class__ is not dict and not isinstance(value, dict):
-            return "invalid_field", f"`{name}` must be an object"
-    for name in ID_FIELDS:
-        value = get(name)
-        if value is not None and value.__class__ not in SCALARS:
-            return "invalid_id", f"`{name}` must be a string or a number"
+    # the usual call: every field absent or of its class, looked at without a loop
+    properties, traits, context, integrations = (
+        get("properties"), get("traits"), get("context"), get("integrations"),
+    )  # fmt: skip
+    if not (
+        (properties is None or properties.__class__ is dict)
+        and (traits is None or traits.__class__ is dict)
+        and (context is None or context.__class__ is dict)
+        and (integrations is None or integrations.__class__ is dict)
+    ):
+        for name in OBJECT_FIELDS:
+            value = get(name)
+            if value is not None and not isinstance(value, dict):
+                return "invalid_field", f"`{name}` must be an object"
+    user, anonymous, previous, group = (
+        get("userId"), get("anonymousId"), get("previousId"), get("groupId"),
+    )  # fmt: skip
+    if not (
+        (user is None or user.__class__ in SCALARS)
+        and (anonymous is None or anonymous.__class__ in SCALARS)
+        and (previous is None or previous.__class__ in SCALARS)
+        and (group is None or group.__class__ in SCALARS)
+    ):
+        for name in ID_FIELDS:
+            value = get(name)
+            if value is not None and value.__class__ not in SCALARS:
+                return "invalid_id", f"`{name}` must be a string or a number"
     if kind == "track":
         event = get("event")
         if event.__class__ is str and event:
@@ -301,8 +320,7 @@ def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[
         if "sent_at" in call or "timestamp" in call:
             return _time_problem(call, KOALA_TIMES, koala)
         return None
-    user = get("userId")
-    if not ((user.__class__ is str and user) or _text(user) or _text(get("anonymousId"))):
+    if not ((user.__class__ is str and user) or _text(user) or _text(anonymous)):
         return "missing_identity", "a call needs a `userId` or an `anonymousId`"
     if "timestamp" in call or "sentAt" in call or "originalTimestamp" in call:
         return _time_problem(call, SEGMENT_TIMES, koala)
