@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pybase64
 import redis.asyncio as aioredis
 import redis.exceptions
 
@@ -116,7 +117,8 @@ def task_message(
     task_id = task_id or str(uuid.uuid4())
     body = orjson.dumps([args, {}, _EMBED])
     envelope = {
-        "body": base64.b64encode(body).decode("ascii"),
+        # the same text as base64.b64encode, ~80x faster (SIMD; bench/README.md)
+        "body": pybase64.b64encode_as_string(body),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
