@@ -283,13 +283,12 @@ def _problem(call: Any, *, koala: bool = False, deletes: bool = False) -> tuple[
                 return "invalid_id", f"`{name}` must be a string or a number"
     if kind == "track":
         event = get("event")
-        if event.__class__ is str and event:
-            pass
-        elif event is None or event == "":
-            return "missing_event", "a track call needs a non-empty `event`"
-        elif not isinstance(event, str):
-            # stored in a text column: a number or an object failed the store stage
-            return "invalid_event", "`event` must be a non-empty string"
+        if not (event.__class__ is str and event):  # the usual call: one comparison
+            if event is None or event == "":
+                return "missing_event", "a track call needs a non-empty `event`"
+            if not isinstance(event, str):
+                # stored in a text column: a number or an object failed the store stage
+                return "invalid_event", "`event` must be a non-empty string"
     elif kind == "page" or kind == "screen":
         # normalize's `name`: the call's own, else Koala's `title` or `properties.name`
         title = call.get("name")
